@@ -1,0 +1,161 @@
+# liblora and the .lora tools. See README.md.
+#   make            library (static + shared) and tools
+#   make test       unit tests, spec vectors, command-line tests; then all again under ASan+UBSan
+#   make setup      install missing Debian build dependencies
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make vectors    regenerate spec/vectors (deterministic)
+#   make demo       write a sample adapter and show lora-info and lora-verify on it
+#   make clean
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+
+VERSION := 0.1.0
+SOMAJOR := 0
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2 -g
+WARN    := -Wall -Wextra -Werror -Wshadow -Wcast-qual -Wstrict-prototypes -Wmissing-prototypes \
+           -Wvla -Wformat=2 -Wundef -Wpointer-arith -Wswitch-enum
+SAN     ?=
+BASECFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC $(SAN) -Ilib -Iformat
+CFLAGS  ?=
+LDFLAGS ?=
+ALL_CFLAGS := $(BASECFLAGS) $(CFLAGS)
+
+# ISA-specific kernel files get their own flags; everything else is baseline x86-64.
+AVX2_FLAGS   := -mavx2 -mfma -mf16c
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c
+
+LIB_SRC := $(wildcard format/*.c lib/common/*.c lib/read/*.c lib/write/*.c lib/kernels/*.c \
+                      lib/kernels/ref/*.c lib/kernels/x86/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_LIBS := -lxxhash -lz -lm -lpthread
+
+TOOLS := lora-info lora-verify
+TOOL_COMMON_SRC := $(wildcard tools/common/*.c)
+TOOL_COMMON_OBJ := $(TOOL_COMMON_SRC:%.c=$(BUILD)/%.o)
+TOOL_LIBS := -lyaml -ljansson
+
+TEST_SRC  := $(wildcard tests/unit/test_*.c)
+TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TEST_SUPPORT_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/unit/*.c))
+TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/%.o)
+
+GEN_BINS := $(BUILD)/gen_vectors $(BUILD)/make_sample
+
+STATIC := $(BUILD)/liblora.a
+SHARED := $(BUILD)/liblora.so.$(VERSION)
+SONAME := liblora.so.$(SOMAJOR)
+
+.PHONY: all lib tools tests test test-unit test-vectors test-cli test-san setup install uninstall \
+        clean vectors demo check-vectors
+
+all: lib tools
+
+lib: $(STATIC) $(SHARED)
+tools: $(TOOLS:%=$(BUILD)/%)
+tests: $(TEST_BINS) $(GEN_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DLORA_BUILDING_LIBRARY -fvisibility=hidden -MMD -MP -c $< -o $@
+
+$(BUILD)/lib/kernels/x86/%_avx2.o: lib/kernels/x86/%_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(AVX2_FLAGS) -DLORA_BUILDING_LIBRARY -fvisibility=hidden -MMD -MP -c $< -o $@
+
+$(BUILD)/lib/kernels/x86/%_avx512.o: lib/kernels/x86/%_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(AVX512_FLAGS) -DLORA_BUILDING_LIBRARY -fvisibility=hidden -MMD -MP -c $< -o $@
+
+$(STATIC): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(SHARED): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(SAN) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
+	ln -sf liblora.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/liblora.so
+
+# Tools use only the public header (tools/common is theirs).
+$(BUILD)/tools/%.o: tools/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DLORA_TOOL_VERSION='"$(VERSION)"' -MMD -MP -c $< -o $@
+
+$(BUILD)/lora-%: $(BUILD)/tools/lora_%.o $(TOOL_COMMON_OBJ) $(STATIC)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(TOOL_LIBS) $(LIB_LIBS)
+
+$(BUILD)/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes -MMD -MP -c $< -o $@
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(TEST_SUPPORT_OBJ:$(BUILD)/tests/%=$(BUILD)/tests/%) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $(filter %.o,$^) $(STATIC) -lcmocka $(LIB_LIBS)
+
+$(BUILD)/gen_vectors: $(BUILD)/tests/gen/gen_vectors.o $(STATIC)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(STATIC) $(LIB_LIBS)
+
+$(BUILD)/make_sample: $(BUILD)/tests/gen/make_sample.o $(STATIC)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(STATIC) $(LIB_LIBS)
+
+# ---- tests -------------------------------------------------------------------
+
+test:
+	$(MAKE) --no-print-directory test-plain
+	$(MAKE) --no-print-directory test-san
+
+test-plain: all tests
+	BUILD=$(BUILD) sh tests/run_all.sh
+
+test-san:
+	$(MAKE) --no-print-directory BUILD=build-san OPT='-O1 -g -fno-omit-frame-pointer' \
+	    SAN='-fsanitize=address,undefined -fno-sanitize-recover=all' test-plain
+
+vectors: $(BUILD)/gen_vectors
+	$(BUILD)/gen_vectors spec/vectors
+
+check-vectors: $(BUILD)/gen_vectors
+	rm -rf $(BUILD)/vectors-check && mkdir -p $(BUILD)/vectors-check
+	$(BUILD)/gen_vectors $(BUILD)/vectors-check
+	diff -r spec/vectors $(BUILD)/vectors-check
+
+demo: all $(BUILD)/make_sample
+	sh tests/demo.sh $(BUILD)
+
+# ---- setup / install ---------------------------------------------------------
+
+DEB_PACKAGES := build-essential pkg-config zlib1g-dev libyaml-dev libxxhash-dev libjansson-dev \
+                libopenblas-dev liblapacke-dev libcmocka-dev
+
+setup:
+	@sh scripts/setup.sh $(DEB_PACKAGES)
+
+install: all
+	install -d $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 644 lib/lora.h lib/lora_errors.h $(DESTDIR)$(INCDIR)/
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf liblora.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/liblora.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' liblora.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/liblora.pc
+	install -m 755 $(TOOLS:%=$(BUILD)/%) $(DESTDIR)$(BINDIR)/
+	install -m 644 $(TOOLS:%=man/%.1) $(DESTDIR)$(MANDIR)/man1/
+
+uninstall:
+	rm -f $(DESTDIR)$(INCDIR)/lora.h $(DESTDIR)$(INCDIR)/lora_errors.h
+	rm -f $(DESTDIR)$(LIBDIR)/liblora.a $(DESTDIR)$(LIBDIR)/liblora.so* $(DESTDIR)$(LIBDIR)/pkgconfig/liblora.pc
+	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(TOOLS:%=$(DESTDIR)$(MANDIR)/man1/%.1)
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
