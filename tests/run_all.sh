@@ -45,6 +45,16 @@ if [ -f tests/cli/run.sh ]; then
     count cli $rc
 fi
 
+# The installed library is checked once, from the plain build: a sanitizer
+# build's liblora.so needs the sanitizer runtime preloaded.
+if [ "${LORA_SKIP_INSTALL_CHECK:-0}" = 0 ]; then
+    echo "== install"
+    sh tests/install_check.sh "$BUILD" >"$log" 2>&1
+    rc=$?
+    grep -v '^ok ' "$log"
+    count install $rc
+fi
+
 echo "$BUILD: $passed passed, $failed failed"
 if [ -n "$bad_suites" ]; then
     echo "failing suites:$bad_suites" >&2
