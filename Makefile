@@ -37,17 +37,25 @@ LIB_SRC := $(wildcard format/*.c lib/common/*.c lib/read/*.c lib/write/*.c lib/k
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB_LIBS := -lxxhash -lz -lm -lpthread
 
+# liblora-ops: foreign formats (safetensors, GGUF, PEFT configs) and the
+# operations (convert, merge, prune, quantize). Separate from liblora so that a
+# runtime which only reads .lora files never links jansson or OpenBLAS.
+OPS_SRC := $(wildcard lib/io/*.c lib/ops/*.c)
+OPS_OBJ := $(OPS_SRC:%.c=$(BUILD)/%.o)
+OPS_STATIC := $(BUILD)/liblora-ops.a
+OPS_LIBS := -ljansson
+
 TOOLS := lora-info lora-verify
 TOOL_COMMON_SRC := $(wildcard tools/common/*.c)
 TOOL_COMMON_OBJ := $(TOOL_COMMON_SRC:%.c=$(BUILD)/%.o)
-TOOL_LIBS := -lyaml -ljansson
+TOOL_LIBS := -lyaml
 
 TEST_SRC  := $(wildcard tests/unit/test_*.c)
 TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_SUPPORT_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/unit/*.c))
 TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/%.o)
 
-GEN_BINS := $(BUILD)/gen_vectors $(BUILD)/make_sample
+GEN_BINS := $(BUILD)/gen_vectors $(BUILD)/make_sample $(BUILD)/flip_check
 
 STATIC := $(BUILD)/liblora.a
 SHARED := $(BUILD)/liblora.so.$(VERSION)
@@ -58,7 +66,12 @@ SONAME := liblora.so.$(SOMAJOR)
 
 all: lib tools
 
-lib: $(STATIC) $(SHARED)
+lib: $(STATIC) $(SHARED) $(OPS_STATIC)
+
+$(OPS_STATIC): $(OPS_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
 tools: $(TOOLS:%=$(BUILD)/%)
 tests: $(TEST_BINS) $(GEN_BINS)
 
@@ -87,20 +100,24 @@ $(SHARED): $(LIB_OBJ)
 # Tools use only the public header (tools/common is theirs).
 $(BUILD)/tools/%.o: tools/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -DLORA_TOOL_VERSION='"$(VERSION)"' -MMD -MP -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/lora-%: $(BUILD)/tools/lora_%.o $(TOOL_COMMON_OBJ) $(STATIC)
-	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(TOOL_LIBS) $(LIB_LIBS)
+$(BUILD)/lora-%: $(BUILD)/tools/lora_%.o $(TOOL_COMMON_OBJ) $(OPS_STATIC) $(STATIC)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(TOOL_LIBS) $(OPS_LIBS) $(LIB_LIBS)
 
 $(BUILD)/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes -MMD -MP -c $< -o $@
 
-$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(TEST_SUPPORT_OBJ:$(BUILD)/tests/%=$(BUILD)/tests/%) $(STATIC)
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(TEST_SUPPORT_OBJ) $(OPS_STATIC) $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN) $(LDFLAGS) -o $@ $(filter %.o,$^) $(STATIC) -lcmocka $(LIB_LIBS)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $(filter %.o,$^) $(OPS_STATIC) $(STATIC) -lcmocka $(OPS_LIBS) $(LIB_LIBS)
 
 $(BUILD)/gen_vectors: $(BUILD)/tests/gen/gen_vectors.o $(STATIC)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(STATIC) $(LIB_LIBS)
+
+# Every bit flip and truncation of the small valid vectors, in-process (tests/vectors.sh).
+$(BUILD)/flip_check: $(BUILD)/tests/gen/flip_check.o $(STATIC)
 	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(STATIC) $(LIB_LIBS)
 
 $(BUILD)/make_sample: $(BUILD)/tests/gen/make_sample.o $(STATIC)
