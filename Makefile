@@ -55,7 +55,7 @@ TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_SUPPORT_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/unit/*.c))
 TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/%.o)
 
-GEN_BINS := $(BUILD)/gen_vectors $(BUILD)/make_sample $(BUILD)/flip_check
+GEN_BINS := $(BUILD)/gen_vectors $(BUILD)/make_sample $(BUILD)/make_tricky $(BUILD)/flip_check
 
 STATIC := $(BUILD)/liblora.a
 SHARED := $(BUILD)/liblora.so.$(VERSION)
@@ -120,7 +120,7 @@ $(BUILD)/gen_vectors: $(BUILD)/tests/gen/gen_vectors.o $(STATIC)
 $(BUILD)/flip_check: $(BUILD)/tests/gen/flip_check.o $(STATIC)
 	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(STATIC) $(LIB_LIBS)
 
-$(BUILD)/make_sample: $(BUILD)/tests/gen/make_sample.o $(STATIC)
+$(BUILD)/make_%: $(BUILD)/tests/gen/make_%.o $(STATIC)
 	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(STATIC) $(LIB_LIBS)
 
 BENCH_SRC  := $(wildcard bench/bench_*.c)

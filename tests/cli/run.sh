@@ -3,7 +3,7 @@
 # Command-line tests for lora-info and lora-verify.
 #   sh tests/cli/run.sh BUILD_DIR            run the tests
 #   sh tests/cli/run.sh BUILD_DIR --update   rewrite tests/cli/expected/* from this build
-# Inputs: BUILD_DIR/make_sample (the sample adapter), tests/cli/make_tricky.c
+# Inputs: BUILD_DIR/make_sample (the sample adapter), BUILD_DIR/make_tricky (tests/gen/make_tricky.c)
 # (built here against BUILD_DIR/liblora.a: NaN/Inf, DoRA, control characters),
 # and spec/vectors/MANIFEST when present. Every check prints "ok - name" or
 # "not ok - name"; the last line is "cli: N passed, M failed".
@@ -78,20 +78,13 @@ for tool in "$INFO" "$VERIFY" "$BUILD/make_sample"; do
 done
 "$BUILD/make_sample" "$T/sample.lora" || { echo "not ok - make_sample"; echo "cli: 0 passed, 1 failed"; exit 1; }
 
-# The tricky file needs the same sanitizer runtime as the library it links.
-san=""
-if nm "$BUILD/liblora.a" 2>/dev/null | grep -q '__asan_'; then san="$san -fsanitize=address"; fi
-if nm "$BUILD/liblora.a" 2>/dev/null | grep -q '__ubsan_'; then san="$san -fsanitize=undefined"; fi
 have_tricky=0
-# shellcheck disable=SC2086 # $san is a list of flags
-if ${CC:-cc} -std=c11 -D_GNU_SOURCE -O1 $san -I"$ROOT/lib" "$HERE/make_tricky.c" "$BUILD/liblora.a" \
-        -lxxhash -lz -lm -lpthread -o "$T/make_tricky" >"$T/err" 2>&1 &&
-    "$T/make_tricky" "$T/tricky.lora" >>"$T/err" 2>&1; then
+if "$BUILD/make_tricky" "$T/tricky.lora" >"$T/err" 2>&1; then
     have_tricky=1
-    ok "build and run make_tricky"
+    ok "make_tricky writes the tricky sample"
 else
     : >"$T/out"
-    notok "build and run make_tricky"
+    notok "make_tricky writes the tricky sample"
 fi
 
 mkdir "$T/orig"
