@@ -260,6 +260,39 @@ lora_status lora_fmt_decode_tensor(const uint8_t *p, size_t len, uint64_t base, 
 lora_status lora_fmt_decode_blob(const uint8_t *p, size_t len, uint64_t base, lora_fmt_blob *b,
                                  lora_fmt_fault *fault);
 
+/* Split forms of the decoders above, for a reader that must report the
+ * error the spec's validation order assigns when a file has several faults
+ * (the combined decoders run the same checks back to back):
+ *   decode_header_frame   steps 1-5 (magic ... data_offset); `max_file_size`
+ *                         is the caller's limit (UINT64_MAX for none)
+ *   check_header_fields   step 7 (flags, reserved bytes); needs the first
+ *                         128 bytes, which decode_header_frame guarantees
+ *   check_table_layout    step 8, the part that needs no limits: canonical
+ *                         table offsets, tables ending within data_offset
+ *   read_module/read_blob step 9 (reserved fields, enums); fill *m / *b
+ *   check_module          step 12, the per-record part: rank (>= 1, <=
+ *                         max_rank), alpha, scale rule, flags, base shape
+ *   check_blob            step 10, the per-record part: ndim, dims, numel,
+ *                         blocks, raw_size, stored_size, zlib bomb guard
+ * The combined lora_fmt_decode_header is frame + fields + layout. */
+lora_status lora_fmt_decode_header_frame(const uint8_t *p, size_t len, uint64_t max_file_size,
+                                         lora_fmt_header *h, lora_fmt_fault *fault);
+lora_status lora_fmt_check_header_fields(const uint8_t *p, size_t len, const lora_fmt_header *h,
+                                         lora_fmt_fault *fault);
+lora_status lora_fmt_check_table_layout(const lora_fmt_header *h, lora_fmt_fault *fault);
+lora_status lora_fmt_read_module(const uint8_t *p, size_t len, uint64_t base, lora_fmt_module *m,
+                                 lora_fmt_fault *fault);
+lora_status lora_fmt_check_module(const lora_fmt_module *m, uint32_t max_rank, uint64_t base,
+                                  lora_fmt_fault *fault);
+lora_status lora_fmt_read_blob(const uint8_t *p, size_t len, uint64_t base, lora_fmt_blob *b,
+                               lora_fmt_fault *fault);
+lora_status lora_fmt_check_blob(const lora_fmt_blob *b, uint64_t base, lora_fmt_fault *fault);
+
+/* The zlib decompression-bomb guard: raw_size <= 1032 * stored_size + 1024
+ * (1032:1 is deflate's maximum expansion; the constant covers tiny blobs). */
+#define LORA_FMT_ZLIB_MAX_RATIO 1032u
+#define LORA_FMT_ZLIB_SLACK 1024u
+
 /* Encoders write exactly the record size; `cap` must be >= it. They do not
  * validate (the writer validates its whole output by decoding it). */
 lora_status lora_fmt_encode_header(const lora_fmt_header *h, uint8_t *p, size_t cap);

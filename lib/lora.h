@@ -199,6 +199,9 @@ typedef struct {
     int64_t integer;            /* INT, and BOOL as 0/1 */
     double number;              /* FLOAT */
 } lora_meta;
+/* The index-based queries (meta, module, tensor, blob, blob_view, verify_blob,
+ * blob_read, decode) return LORA_E_INVALID_ARGUMENT for an index >= the count
+ * in lora_file_info. */
 LORA_API lora_status lora_reader_meta(const lora_reader *r, uint32_t index, lora_meta *out);
 /* LORA_E_NOT_FOUND if absent. */
 LORA_API lora_status lora_reader_meta_find(const lora_reader *r, const char *key, lora_meta *out);
@@ -267,8 +270,14 @@ typedef struct lora_writer lora_writer;
 LORA_API lora_status lora_writer_create(const lora_allocator *allocator /* NULL = malloc */, lora_writer **out);
 LORA_API void lora_writer_free(lora_writer *w);
 
-/* Metadata. Keys are unique (setting a key twice replaces it); reserved keys
- * must be strings. Key and value are copied. */
+/* Metadata. Keys are unique (setting a key twice replaces it, type
+ * included); reserved keys must be strings (else LORA_E_INVALID_ARGUMENT).
+ * Key and value are copied.
+ * The add_* calls check their arguments at once: rank 0, unknown kind,
+ * scaling or flags, non-finite alpha or explicit scale, a blob index that does
+ * not exist or is already used, an invalid name -> LORA_E_INVALID_ARGUMENT; a
+ * duplicate module or tensor name -> LORA_E_DUPLICATE_NAME. A failed call
+ * leaves the writer unchanged. */
 LORA_API lora_status lora_writer_set_string(lora_writer *w, const char *key, const char *value, size_t value_length);
 LORA_API lora_status lora_writer_set_int(lora_writer *w, const char *key, int64_t value);
 LORA_API lora_status lora_writer_set_float(lora_writer *w, const char *key, double value);
@@ -324,12 +333,23 @@ typedef struct {
 } lora_write_options;
 #define LORA_WRITE_OPTIONS_INIT {0, 0, 0, 0, {0, 0, 0, 0}}
 
-/* Crash-safe write: a temp file in the target's directory, full writes,
- * fsync, rename over the target, fsync of the directory. The target is never
- * truncated first; on any failure it is left as it was and the temp file is
- * removed. LORA_E_SAME_FILE if the target is one of opts->inputs (same
- * device and inode); LORA_E_NOT_REGULAR_FILE if it is a directory or device;
- * LORA_E_NO_SPACE on ENOSPC. `opts` may be NULL. */
+/* Crash-safe write: a temp file ".<name>.XXXXXX.tmp" in the target's
+ * directory, full writes (EINTR and short writes handled), a re-open of the
+ * temp file with the reader and a full verify, fsync, rename over the target,
+ * fsync of the directory. The target is never opened for writing or
+ * truncated; on any failure it is left as it was and the temp file is
+ * removed (a crash can leave a stale temp file, never a partial target).
+ * A symlink target is followed: the file it points to is replaced, the link
+ * stays. Mode: an existing target keeps its mode; a new file gets opts->mode
+ * if non-zero, else 0644 minus the umask. Owner and hard links are not kept.
+ * Errors: LORA_E_SAME_FILE if the target is one of opts->inputs (same device
+ * and inode, through any symlink or hard link); LORA_E_NOT_REGULAR_FILE for a
+ * directory, device, FIFO or dangling symlink; LORA_E_NO_SPACE on ENOSPC or
+ * EDQUOT; LORA_E_IO otherwise (detail has strerror); a structural mistake in
+ * what was built (orphan blob, shape that disagrees with its module) gives the
+ * reader's status (e.g. LORA_E_BAD_SHAPE) after the temp file was written
+ * and removed. A failed fsync is never retried (its data may be lost).
+ * `opts` may be NULL. */
 LORA_API lora_status lora_writer_write_file(lora_writer *w, const char *path, const lora_write_options *opts,
                                             lora_error *err);
 

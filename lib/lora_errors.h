@@ -5,7 +5,7 @@
  * an error. Numbers are pinned and grouped with gaps so that new codes can be
  * added in their group; a number is never reused once published.
  *
- *   10..19  not a .lora file / version / unsupported features
+ *   10..19  not a .lora file / unknown format / version / unsupported features
  *   20..29  corruption: truncation, checksums, damaged compressed data
  *   30..59  malformed: the bytes are intact but the structure breaks the spec
  *   60..69  limits set by the caller were exceeded
@@ -32,6 +32,9 @@ extern "C" {
     X(LORA_E_UNSUPPORTED_FEATURE,    13, "unsupported required feature flag")            \
     X(LORA_E_UNSUPPORTED_DTYPE,      14, "unsupported blob dtype")                       \
     X(LORA_E_UNSUPPORTED_COMPRESSION,15, "unsupported blob compression")                 \
+    X(LORA_E_UNKNOWN_FORMAT,         16, "input format not recognised")                  \
+    X(LORA_E_UNSUPPORTED_ADAPTER,    17, "adapter feature not supported (it would change the math)") \
+    X(LORA_E_LFS_POINTER,            18, "file is a Git LFS pointer, not the real file; fetch it") \
     X(LORA_E_TRUNCATED,              20, "file is truncated")                            \
     X(LORA_E_TRAILING_BYTES,         21, "unexpected bytes after the end of the file")   \
     X(LORA_E_HEADER_CHECKSUM,        22, "header/table checksum mismatch")               \
@@ -54,6 +57,7 @@ extern "C" {
     X(LORA_E_BAD_SIZE,               43, "stored or raw size disagrees with dtype and shape") \
     X(LORA_E_BAD_METADATA,           44, "malformed metadata entry")                     \
     X(LORA_E_NONFINITE,              45, "NaN or infinity in a float blob")              \
+    X(LORA_E_BAD_JSON,               46, "malformed JSON")                               \
     X(LORA_E_LIMIT_EXCEEDED,         60, "a configured limit was exceeded")              \
     X(LORA_E_INVALID_ARGUMENT,       70, "invalid argument")                             \
     X(LORA_E_BUFFER_TOO_SMALL,       71, "destination buffer too small")                 \
@@ -69,7 +73,7 @@ typedef enum {
 #define LORA_STATUS_ENUM_(name, value, msg) name = value,
     LORA_STATUS_LIST(LORA_STATUS_ENUM_)
 #undef LORA_STATUS_ENUM_
-    LORA_STATUS_MAX_ = 100 /* not a status; keeps the enum wide enough */
+    LORA_STATUS_MAX_ = 1000 /* not a status; keeps the enum wide enough */
 } lora_status;
 
 #ifdef __cplusplus
