@@ -195,6 +195,9 @@ typedef struct {
     const char *field;         /* static string, e.g. "header.file_size" */
 } lora_fmt_fault;
 
+/* Fill *fault (if not NULL) and return `status`. */
+lora_status lora_fmt_fail(lora_fmt_fault *fault, lora_status status, uint64_t offset, const char *field);
+
 /* ---- little-endian helpers and checked arithmetic ----------------------- */
 
 static inline uint16_t lora_fmt_rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }

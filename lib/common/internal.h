@@ -36,6 +36,9 @@ void *lora_mem_alloc(const lora_allocator *a, size_t size);
 void *lora_mem_calloc(const lora_allocator *a, size_t count, size_t size);
 void lora_mem_free(const lora_allocator *a, void *ptr);
 
+/* 1 if `key` is one of the reserved metadata keys of lora.h (all STRING). */
+int lora_meta_key_reserved(const char *key);
+
 /* XXH3-64, seed 0. */
 uint64_t lora_xxh3(const void *data, size_t size);
 /* The header checksum: XXH3-64 (seed 0) over file bytes [0, 120) followed by

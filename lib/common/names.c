@@ -27,6 +27,21 @@ const char *lora_scaling_name(lora_scaling s)
     return NULL;
 }
 
+/* The keys lora.h reserves; each must hold a STRING (the reader rejects any
+ * other type, the writer refuses to set one). */
+static const char *const reserved_meta_keys[] = {
+    LORA_META_BASE_MODEL,       LORA_META_BASE_MODEL_REVISION, LORA_META_ARCHITECTURE,
+    LORA_META_SOURCE_FORMAT,    LORA_META_SOURCE_CONFIG,       LORA_META_PRODUCER,
+    LORA_META_PRODUCER_VERSION, LORA_META_ADAPTER_NAME,        LORA_META_TASK_TYPE,
+};
+
+int lora_meta_key_reserved(const char *key)
+{
+    for (size_t i = 0; i < sizeof reserved_meta_keys / sizeof reserved_meta_keys[0]; i++)
+        if (strcmp(key, reserved_meta_keys[i]) == 0) return 1;
+    return 0;
+}
+
 lora_status lora_dtype_from_name(const char *name, lora_dtype *out)
 {
     if (!name || !out) return LORA_E_INVALID_ARGUMENT;

@@ -2,20 +2,6 @@
 #include <string.h>
 #include "reader.h"
 
-/* The keys lora.h reserves; each must hold a STRING. */
-static const char *const reserved_keys[] = {
-    LORA_META_BASE_MODEL,    LORA_META_BASE_MODEL_REVISION, LORA_META_ARCHITECTURE,
-    LORA_META_SOURCE_FORMAT, LORA_META_SOURCE_CONFIG,       LORA_META_PRODUCER,
-    LORA_META_PRODUCER_VERSION, LORA_META_ADAPTER_NAME,     LORA_META_TASK_TYPE,
-};
-
-static int is_reserved_key(const char *key)
-{
-    for (size_t i = 0; i < sizeof reserved_keys / sizeof reserved_keys[0]; i++)
-        if (strcmp(key, reserved_keys[i]) == 0) return 1;
-    return 0;
-}
-
 static lora_status check_entry(const lora_reader *r, uint32_t i, lora_error *err)
 {
     const lora_rmeta *m = &r->meta[i];
@@ -23,7 +9,7 @@ static lora_status check_entry(const lora_reader *r, uint32_t i, lora_error *err
     if (m->f.type == LORA_FMT_META_BOOL && m->f.bits > 1)
         return lora_error_set(err, LORA_E_BAD_METADATA, off + 16, "metadata '%s': BOOL value %llu is not 0 or 1",
                               m->key, (unsigned long long)m->f.bits);
-    if (m->f.type != LORA_FMT_META_STRING && is_reserved_key(m->key))
+    if (m->f.type != LORA_FMT_META_STRING && lora_meta_key_reserved(m->key))
         return lora_error_set(err, LORA_E_BAD_METADATA, off + 8, "metadata '%s': reserved key must be a STRING",
                               m->key);
     return LORA_OK;

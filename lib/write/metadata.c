@@ -8,21 +8,6 @@
 #include <string.h>
 #include "writer.h"
 
-/* The reserved keys of lora.h: a reader rejects them with any type but
- * STRING (BAD_METADATA), so the writer refuses them up front. */
-static const char *const reserved_keys[] = {
-    LORA_META_BASE_MODEL,    LORA_META_BASE_MODEL_REVISION, LORA_META_ARCHITECTURE,
-    LORA_META_SOURCE_FORMAT, LORA_META_SOURCE_CONFIG,       LORA_META_PRODUCER,
-    LORA_META_PRODUCER_VERSION, LORA_META_ADAPTER_NAME,     LORA_META_TASK_TYPE,
-};
-
-static int key_reserved(const char *key)
-{
-    for (size_t i = 0; i < sizeof reserved_keys / sizeof reserved_keys[0]; i++)
-        if (strcmp(key, reserved_keys[i]) == 0) return 1;
-    return 0;
-}
-
 static const lora_wstr *meta_key_at(const lora_writer *w, uint32_t i) { return &w->meta[i].key; }
 
 /* One value as the caller gave it, before it is copied. */
@@ -38,7 +23,7 @@ static lora_status meta_set(lora_writer *w, const char *key, const meta_value *v
     if (!w || !key) return LORA_E_INVALID_ARGUMENT;
     size_t key_len = strlen(key);
     if (!lora_wname_ok(key, key_len)) return LORA_E_INVALID_ARGUMENT;
-    if (v->type != LORA_FMT_META_STRING && key_reserved(key)) return LORA_E_INVALID_ARGUMENT;
+    if (v->type != LORA_FMT_META_STRING && lora_meta_key_reserved(key)) return LORA_E_INVALID_ARGUMENT;
     uint32_t at = lora_nidx_find(w, &w->meta_index, meta_key_at, key, key_len);
     lora_status st = LORA_OK;
     if (at == UINT32_MAX) {
