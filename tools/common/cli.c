@@ -48,6 +48,25 @@ cli_kind cli_next(cli_args *a, cli_arg *out)
     return out->kind;
 }
 
+const char *cli_value(cli_args *a)
+{
+    if (a->bundle && *a->bundle) {
+        const char *v = a->bundle;
+        a->bundle = NULL;
+        return v;
+    }
+    a->bundle = NULL;
+    return a->next < a->argc ? a->argv[a->next++] : NULL;
+}
+
+int cli_long_value(const char *text, const char *name, const char **value)
+{
+    size_t n = strlen(name);
+    if (strncmp(text, name, n) != 0 || text[n] != '=') return 0;
+    *value = text + n + 1;
+    return 1;
+}
+
 const char *cli_display(char buf[CLI_DISPLAY_MAX], const char *s)
 {
     strbuf sb = {0};

@@ -37,6 +37,12 @@ typedef struct {
 
 void cli_args_init(cli_args *a, int argc, char **argv);
 cli_kind cli_next(cli_args *a, cli_arg *out);
+/* The value of the option just returned: the rest of a short bundle
+ * ("-oOUT"), or the next argument ("-o OUT", "--from peft"); "--from=peft"
+ * is split by cli_long_value. NULL when nothing is left. */
+const char *cli_value(cli_args *a);
+/* For "--name=value": 1 and *value set when `text` is "--name=...". */
+int cli_long_value(const char *text, const char *name, const char **value);
 
 /* ---- messages ------------------------------------------------------------------ */
 
