@@ -45,7 +45,7 @@ OPS_OBJ := $(OPS_SRC:%.c=$(BUILD)/%.o)
 OPS_STATIC := $(BUILD)/liblora-ops.a
 OPS_LIBS := -ljansson
 
-TOOLS := lora-info lora-verify
+TOOLS := lora-info lora-verify lora-convert
 TOOL_COMMON_SRC := $(wildcard tools/common/*.c)
 TOOL_COMMON_OBJ := $(TOOL_COMMON_SRC:%.c=$(BUILD)/%.o)
 TOOL_LIBS := -lyaml

@@ -45,6 +45,18 @@ if [ -f tests/cli/run.sh ]; then
     count cli $rc
 fi
 
+# One more script per tool family (convert.sh, merge.sh, ...): each prints
+# "ok"/"not ok" lines and a closing "NAME: N passed, M failed".
+for script in tests/cli/*.sh; do
+    name=$(basename "$script" .sh)
+    [ "$name" = run ] && continue
+    echo "== command-line tests: $name"
+    sh "$script" "$BUILD" >"$log" 2>&1
+    rc=$?
+    grep -v '^ok ' "$log" | tail -n 40
+    count "$name" $rc
+done
+
 # The installed library is checked once, from the plain build: a sanitizer
 # build's liblora.so needs the sanitizer runtime preloaded.
 if [ "${LORA_SKIP_INSTALL_CHECK:-0}" = 0 ]; then

@@ -14,7 +14,7 @@ struct doc {
     doc_format format;
     FILE *out;
     int failed;
-    json_writer json;
+    tj_writer json;
     yaml_emitter_t yaml;
     strbuf scratch; /* a string made valid UTF-8 for libyaml */
 };
@@ -121,7 +121,7 @@ doc *doc_open(FILE *out, doc_format format)
     if (!d) return NULL;
     d->format = format;
     d->out = out;
-    if (format == DOC_JSON) json_init(&d->json, out);
+    if (format == DOC_JSON) tj_init(&d->json, out);
     else yaml_open(d);
     return d;
 }
@@ -131,7 +131,7 @@ int doc_finish(doc *d)
     if (!d) return -1;
     int failed = d->failed;
     if (d->format == DOC_JSON) {
-        if (json_finish(&d->json) != 0) failed = 1;
+        if (tj_finish(&d->json) != 0) failed = 1;
     } else {
         if (!failed) yaml_close(d);
         failed |= d->failed;
@@ -147,8 +147,8 @@ static void container(doc *d, int begin, int map, int flow)
 {
     if (d->failed) return;
     if (d->format == DOC_JSON) {
-        if (begin) json_begin(&d->json, map, flow);
-        else json_end(&d->json);
+        if (begin) tj_begin(&d->json, map, flow);
+        else tj_end(&d->json);
         return;
     }
     yaml_event_t ev;
@@ -174,14 +174,14 @@ void doc_seq_end(doc *d) { container(d, 0, 0, 0); }
 void doc_key(doc *d, const char *key)
 {
     if (d->failed) return;
-    if (d->format == DOC_JSON) json_key(&d->json, key);
+    if (d->format == DOC_JSON) tj_key(&d->json, key);
     else yaml_string(d, key, strlen(key));
 }
 
 void doc_str(doc *d, const char *s, size_t len)
 {
     if (d->failed) return;
-    if (d->format == DOC_JSON) json_string(&d->json, s, len);
+    if (d->format == DOC_JSON) tj_string(&d->json, s, len);
     else yaml_string(d, s, len);
 }
 
@@ -195,7 +195,7 @@ void doc_cstr(doc *d, const char *s)
 static void literal(doc *d, const char *text)
 {
     if (d->failed) return;
-    if (d->format == DOC_JSON) json_literal(&d->json, text);
+    if (d->format == DOC_JSON) tj_literal(&d->json, text);
     else yaml_scalar(d, text, strlen(text), 0);
 }
 

@@ -5,20 +5,20 @@
 
 #include "text.h"
 
-void json_init(json_writer *j, FILE *out)
+void tj_init(tj_writer *j, FILE *out)
 {
     memset(j, 0, sizeof *j);
     j->out = out;
 }
 
-static void indent(json_writer *j, int level)
+static void indent(tj_writer *j, int level)
 {
     fputc('\n', j->out);
     for (int i = 0; i < level; i++) fputs("  ", j->out);
 }
 
 /* Separator and line break due before a value or a key at the current level. */
-static void before_item(json_writer *j)
+static void before_item(tj_writer *j)
 {
     if (j->after_key) {
         j->after_key = 0;
@@ -36,13 +36,13 @@ static void before_item(json_writer *j)
 }
 
 /* Values inside an object need a key first. */
-static int value_allowed(json_writer *j)
+static int value_allowed(tj_writer *j)
 {
     if (j->depth > 0 && j->is_object[j->depth - 1] && !j->after_key) j->failed = 1;
     return !j->failed;
 }
 
-void json_begin(json_writer *j, int object, int flow)
+void tj_begin(tj_writer *j, int object, int flow)
 {
     if (!value_allowed(j)) return;
     if (j->depth >= JSON_MAX_DEPTH) {
@@ -59,7 +59,7 @@ void json_begin(json_writer *j, int object, int flow)
     j->depth++;
 }
 
-void json_end(json_writer *j)
+void tj_end(tj_writer *j)
 {
     if (j->failed) return;
     if (j->depth == 0 || j->after_key) {
@@ -74,11 +74,11 @@ void json_end(json_writer *j)
 static void write_quoted(FILE *out, const char *s, size_t len)
 {
     fputc('"', out);
-    json_write_escaped(out, s, len);
+    tj_write_escaped(out, s, len);
     fputc('"', out);
 }
 
-void json_key(json_writer *j, const char *key)
+void tj_key(tj_writer *j, const char *key)
 {
     if (j->failed) return;
     if (j->depth == 0 || !j->is_object[j->depth - 1] || j->after_key) {
@@ -91,7 +91,7 @@ void json_key(json_writer *j, const char *key)
     j->after_key = 1;
 }
 
-void json_write_escaped(FILE *out, const char *s, size_t len)
+void tj_write_escaped(FILE *out, const char *s, size_t len)
 {
     for (size_t i = 0; i < len;) {
         uint32_t c = 0;
@@ -119,21 +119,21 @@ void json_write_escaped(FILE *out, const char *s, size_t len)
     }
 }
 
-void json_string(json_writer *j, const char *s, size_t len)
+void tj_string(tj_writer *j, const char *s, size_t len)
 {
     if (!value_allowed(j)) return;
     before_item(j);
     write_quoted(j->out, s, len);
 }
 
-void json_literal(json_writer *j, const char *text)
+void tj_literal(tj_writer *j, const char *text)
 {
     if (!value_allowed(j)) return;
     before_item(j);
     fputs(text, j->out);
 }
 
-int json_finish(json_writer *j)
+int tj_finish(tj_writer *j)
 {
     if (j->depth != 0 || j->after_key) j->failed = 1;
     fputc('\n', j->out);

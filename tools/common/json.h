@@ -23,19 +23,19 @@ typedef struct {
     unsigned char has_items[JSON_MAX_DEPTH];
     unsigned char is_flow[JSON_MAX_DEPTH];
     unsigned char is_object[JSON_MAX_DEPTH];
-} json_writer;
+} tj_writer;
 
-void json_init(json_writer *j, FILE *out);
-void json_begin(json_writer *j, int object, int flow);
-void json_end(json_writer *j);
-void json_key(json_writer *j, const char *key);
-void json_string(json_writer *j, const char *s, size_t len);
+void tj_init(tj_writer *j, FILE *out);
+void tj_begin(tj_writer *j, int object, int flow);
+void tj_end(tj_writer *j);
+void tj_key(tj_writer *j, const char *key);
+void tj_string(tj_writer *j, const char *s, size_t len);
 /* A number, true, false or null, already formatted by the caller. */
-void json_literal(json_writer *j, const char *text);
+void tj_literal(tj_writer *j, const char *text);
 /* Ends the document with a newline. Returns 0 when complete and written. */
-int json_finish(json_writer *j);
+int tj_finish(tj_writer *j);
 
 /* Escaped string body (no quotes) onto out; exposed for tests and reuse. */
-void json_write_escaped(FILE *out, const char *s, size_t len);
+void tj_write_escaped(FILE *out, const char *s, size_t len);
 
 #endif /* TOOLS_JSON_H */
