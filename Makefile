@@ -43,9 +43,9 @@ LIB_LIBS := -lxxhash -lz -lm -lpthread
 OPS_SRC := $(wildcard lib/io/*.c lib/ops/*.c)
 OPS_OBJ := $(OPS_SRC:%.c=$(BUILD)/%.o)
 OPS_STATIC := $(BUILD)/liblora-ops.a
-OPS_LIBS := -ljansson
+OPS_LIBS := -ljansson -llapacke -lopenblas
 
-TOOLS := lora-info lora-verify lora-convert
+TOOLS := lora-info lora-verify lora-convert lora-quantize lora-prune
 TOOL_COMMON_SRC := $(wildcard tools/common/*.c)
 TOOL_COMMON_OBJ := $(TOOL_COMMON_SRC:%.c=$(BUILD)/%.o)
 TOOL_LIBS := -lyaml
@@ -129,6 +129,10 @@ BENCH_BINS := $(BENCH_SRC:bench/%.c=$(BUILD)/%)
 $(BUILD)/bench/%.o: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes -MMD -MP -c $< -o $@
+
+# bench_prune runs lora_prune: liblora-ops and LAPACKE.
+$(BUILD)/bench_prune: $(BUILD)/bench/bench_prune.o $(OPS_STATIC) $(STATIC)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(OPS_STATIC) $(STATIC) $(OPS_LIBS) $(LIB_LIBS)
 
 $(BUILD)/bench_%: $(BUILD)/bench/bench_%.o $(STATIC)
 	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(STATIC) $(LIB_LIBS)

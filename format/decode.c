@@ -161,16 +161,21 @@ lora_status lora_fmt_read_blob(const uint8_t *p, size_t len, uint64_t base, lora
     b->dtype = p[0];
     b->compression = p[1];
     b->ndim = p[2];
+    b->block_shift = p[3];
     for (uint32_t i = 0; i < LORA_FMT_MAX_DIMS; i++) b->shape[i] = lora_fmt_rd64(p + 8 + 8 * i);
     b->offset = lora_fmt_rd64(p + 48);
     b->stored_size = lora_fmt_rd64(p + 56);
     b->raw_size = lora_fmt_rd64(p + 64);
     b->checksum = lora_fmt_rd64(p + 72);
-    if (p[3] != 0) return lora_fmt_fail(fault, LORA_E_RESERVED_NONZERO, base + 3, "blob.reserved");
     if (lora_fmt_rd32(p + 4) != 0) return lora_fmt_fail(fault, LORA_E_RESERVED_NONZERO, base + 4, "blob.reserved");
     if (!lora_fmt_dtype_valid(b->dtype)) return lora_fmt_fail(fault, LORA_E_UNSUPPORTED_DTYPE, base + 0, "blob.dtype");
     if (b->compression >= LORA_FMT_COMPRESSION_COUNT_)
         return lora_fmt_fail(fault, LORA_E_UNSUPPORTED_COMPRESSION, base + 1, "blob.compression");
+    /* Byte 3 means something only for NF4 (its block size, checked with the
+     * shape in step 10); for every other dtype it is a reserved byte. It
+     * needs the dtype, hence after the enumerations. */
+    if (b->dtype != LORA_FMT_DTYPE_NF4 && b->block_shift != 0)
+        return lora_fmt_fail(fault, LORA_E_RESERVED_NONZERO, base + 3, "blob.block_shift");
     return LORA_OK;
 }
 
@@ -193,7 +198,11 @@ lora_status lora_fmt_check_blob(const lora_fmt_blob *b, uint64_t base, lora_fmt_
     uint64_t numel, bytes;
     lora_status st = check_blob_shape(b, base, &numel, fault);
     if (st != LORA_OK) return st;
-    st = lora_fmt_dtype_raw_size(b->dtype, numel, &bytes);
+    /* An NF4 block outside 32..4096 is a shape error like a partial block:
+     * the elements cannot be split into blocks the format knows. */
+    if (!lora_fmt_block_shift_valid(b->dtype, b->block_shift) && lora_fmt_dtype_valid(b->dtype))
+        return lora_fmt_fail(fault, LORA_E_BAD_SHAPE, base + 3, "blob.block_shift");
+    st = lora_fmt_blob_raw_size(b->dtype, b->block_shift, numel, &bytes);
     if (st == LORA_E_BAD_SHAPE) return lora_fmt_fail(fault, st, base + 8, "blob.shape");
     if (st == LORA_E_UNSUPPORTED_DTYPE) return lora_fmt_fail(fault, st, base + 0, "blob.dtype");
     if (st != LORA_OK || b->raw_size != bytes) return lora_fmt_fail(fault, LORA_E_BAD_SIZE, base + 64, "blob.raw_size");

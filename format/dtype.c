@@ -47,6 +47,53 @@ lora_status lora_fmt_dtype_raw_size(uint32_t dtype, uint64_t numel, uint64_t *by
     return LORA_OK;
 }
 
+int lora_fmt_block_shift_valid(uint32_t dtype, uint32_t block_shift)
+{
+    if (!lora_fmt_dtype_valid(dtype)) return 0;
+    if (dtype != LORA_FMT_DTYPE_NF4) return block_shift == 0;
+    return block_shift >= LORA_FMT_NF4_BLOCK_SHIFT_MIN && block_shift <= LORA_FMT_NF4_BLOCK_SHIFT_MAX;
+}
+
+uint32_t lora_fmt_blob_block_elems(uint32_t dtype, uint32_t block_shift)
+{
+    if (!lora_fmt_block_shift_valid(dtype, block_shift)) return 0;
+    return dtype == LORA_FMT_DTYPE_NF4 ? 1u << block_shift : dtype_table[dtype].block_elems;
+}
+
+uint32_t lora_fmt_blob_block_bytes(uint32_t dtype, uint32_t block_shift)
+{
+    if (!lora_fmt_block_shift_valid(dtype, block_shift)) return 0;
+    /* NF4: one f32 absmax and two 4-bit indices per byte. */
+    return dtype == LORA_FMT_DTYPE_NF4 ? 4u + (1u << block_shift) / 2u : dtype_table[dtype].block_bytes;
+}
+
+lora_status lora_fmt_blob_raw_size(uint32_t dtype, uint32_t block_shift, uint64_t numel, uint64_t *bytes)
+{
+    if (!bytes) return LORA_E_INVALID_ARGUMENT;
+    if (!lora_fmt_dtype_valid(dtype)) return LORA_E_UNSUPPORTED_DTYPE;
+    uint32_t be = lora_fmt_blob_block_elems(dtype, block_shift), bb = lora_fmt_blob_block_bytes(dtype, block_shift);
+    if (be == 0 || numel % be != 0) return LORA_E_BAD_SHAPE;
+    if (lora_fmt_mul_overflow(numel / be, bb, bytes)) return LORA_E_BAD_SIZE;
+    return LORA_OK;
+}
+
+lora_status lora_fmt_block_shift_for(uint32_t dtype, uint32_t block, uint8_t *block_shift)
+{
+    if (!block_shift || !lora_fmt_dtype_valid(dtype)) return LORA_E_INVALID_ARGUMENT;
+    if (dtype != LORA_FMT_DTYPE_NF4) {
+        if (block != 0 && block != dtype_table[dtype].block_elems) return LORA_E_INVALID_ARGUMENT;
+        *block_shift = 0;
+        return LORA_OK;
+    }
+    if (block == 0) block = LORA_FMT_NF4_BLOCK;
+    for (uint32_t s = LORA_FMT_NF4_BLOCK_SHIFT_MIN; s <= LORA_FMT_NF4_BLOCK_SHIFT_MAX; s++)
+        if (block == 1u << s) {
+            *block_shift = (uint8_t)s;
+            return LORA_OK;
+        }
+    return LORA_E_INVALID_ARGUMENT;
+}
+
 lora_status lora_fmt_shape_numel(uint32_t ndim, const uint64_t *dims, uint64_t *numel)
 {
     if (!dims || !numel) return LORA_E_INVALID_ARGUMENT;

@@ -121,7 +121,7 @@ lora_status lora_fmt_encode_blob(const lora_fmt_blob *b, uint8_t *p, size_t cap)
     p[0] = b->dtype;
     p[1] = b->compression;
     p[2] = b->ndim;
-    p[3] = 0;
+    p[3] = b->block_shift;
     lora_fmt_wr32(p + 4, 0);
     put_dims(p + 8, b->ndim, b->shape);
     lora_fmt_wr64(p + 48, b->offset);

@@ -72,7 +72,7 @@ typedef enum {
     LORA_FMT_DTYPE_BF16 = 2,
     LORA_FMT_DTYPE_Q8_0 = 3, /* ggml block_q8_0: f16 d, i8 qs[32] */
     LORA_FMT_DTYPE_Q4_0 = 4, /* ggml block_q4_0: f16 d, u8 qs[16], low nibble first */
-    LORA_FMT_DTYPE_NF4 = 5,  /* f32 absmax, u8 qs[32], HIGH nibble first (bitsandbytes) */
+    LORA_FMT_DTYPE_NF4 = 5,  /* f32 absmax, u8 qs[block/2], HIGH nibble first (bitsandbytes) */
     LORA_FMT_DTYPE_COUNT_ = 6
 } lora_fmt_dtype;
 
@@ -115,8 +115,14 @@ typedef enum {
 #define LORA_FMT_Q8_0_BYTES 34u
 #define LORA_FMT_Q4_0_BLOCK 32u
 #define LORA_FMT_Q4_0_BYTES 18u
-#define LORA_FMT_NF4_BLOCK 64u
-#define LORA_FMT_NF4_BYTES 36u
+/* NF4 blocks are 1 << block_shift elements (blob record byte 3), 4 + block/2
+ * bytes: the block sizes bitsandbytes accepts, 32..4096. Every other dtype
+ * has block_shift 0. The default (what writers use unless asked) is 64. */
+#define LORA_FMT_NF4_BLOCK_SHIFT_MIN 5u
+#define LORA_FMT_NF4_BLOCK_SHIFT_MAX 12u
+#define LORA_FMT_NF4_BLOCK_SHIFT_DEFAULT 6u
+#define LORA_FMT_NF4_BLOCK 64u   /* the default block */
+#define LORA_FMT_NF4_BYTES 36u   /* bytes of a default block */
 
 /* ---- decoded records (host structs, never overlaid on file bytes) -------- */
 
@@ -185,6 +191,8 @@ typedef struct {
     uint64_t stored_size;
     uint64_t raw_size;
     uint64_t checksum;         /* XXH3-64, seed 0, of the stored bytes */
+    uint8_t block_shift;       /* record byte 3. NF4: log2 of the block (5..12);
+                                  every other dtype: 0 */
 } lora_fmt_blob;
 
 /* Where a decode failed: the status, the byte offset (relative to the start
@@ -272,11 +280,13 @@ lora_status lora_fmt_decode_blob(const uint8_t *p, size_t len, uint64_t base, lo
  *                         128 bytes, which decode_header_frame guarantees
  *   check_table_layout    step 8, the part that needs no limits: canonical
  *                         table offsets, tables ending within data_offset
- *   read_module/read_blob step 9 (reserved fields, enums); fill *m / *b
+ *   read_module/read_blob step 9 (reserved fields, enums; for a blob also
+ *                         block_shift == 0 unless the dtype is NF4); fill *m / *b
  *   check_module          step 12, the per-record part: rank (>= 1, <=
  *                         max_rank), alpha, scale rule, flags, base shape
  *   check_blob            step 10, the per-record part: ndim, dims, numel,
- *                         blocks, raw_size, stored_size, zlib bomb guard
+ *                         NF4 block_shift in 5..12, blocks, raw_size,
+ *                         stored_size, zlib bomb guard
  * The combined lora_fmt_decode_header is frame + fields + layout. */
 lora_status lora_fmt_decode_header_frame(const uint8_t *p, size_t len, uint64_t max_file_size,
                                          lora_fmt_header *h, lora_fmt_fault *fault);
@@ -304,14 +314,30 @@ lora_status lora_fmt_encode_module(const lora_fmt_module *m, uint8_t *p, size_t 
 lora_status lora_fmt_encode_tensor(const lora_fmt_tensor *t, uint8_t *p, size_t cap);
 lora_status lora_fmt_encode_blob(const lora_fmt_blob *b, uint8_t *p, size_t cap);
 
-/* Dtype facts: elements per block (1 for float types) and bytes per block. */
+/* Dtype facts: elements per block (1 for float types) and bytes per block,
+ * for the dtype's default block (NF4: 64). */
 int lora_fmt_dtype_valid(uint32_t dtype);
 uint32_t lora_fmt_dtype_block_elems(uint32_t dtype);
 uint32_t lora_fmt_dtype_block_bytes(uint32_t dtype);
 const char *lora_fmt_dtype_name(uint32_t dtype); /* "F32", ..., NULL if invalid */
-/* Bytes of a tensor of `numel` elements: fails (returns the status) when
- * numel is not a whole number of blocks or the size overflows. */
+/* Bytes of a tensor of `numel` elements in the default block: fails
+ * (returns the status) when numel is not a whole number of blocks or the
+ * size overflows. */
 lora_status lora_fmt_dtype_raw_size(uint32_t dtype, uint64_t numel, uint64_t *bytes);
+
+/* The same facts for a blob record's (dtype, block_shift) pair: 1 when the
+ * pair is valid (NF4 with block_shift 5..12, any other valid dtype with 0),
+ * else 0 and the block functions return 0. */
+int lora_fmt_block_shift_valid(uint32_t dtype, uint32_t block_shift);
+uint32_t lora_fmt_blob_block_elems(uint32_t dtype, uint32_t block_shift);
+uint32_t lora_fmt_blob_block_bytes(uint32_t dtype, uint32_t block_shift);
+/* raw size of a blob: UNSUPPORTED_DTYPE, BAD_SHAPE for an invalid pair or a
+ * partial block, BAD_SIZE on overflow. */
+lora_status lora_fmt_blob_raw_size(uint32_t dtype, uint32_t block_shift, uint64_t numel, uint64_t *bytes);
+/* block_shift for a block of `block` elements of `dtype` (0 = the default
+ * block); 0 and LORA_OK for the fixed-block dtypes. LORA_E_INVALID_ARGUMENT
+ * for a block the dtype cannot have. */
+lora_status lora_fmt_block_shift_for(uint32_t dtype, uint32_t block, uint8_t *block_shift);
 /* Product of dims[0..ndim): fails on ndim 0 or > MAX_DIMS, a zero dim, or overflow. */
 lora_status lora_fmt_shape_numel(uint32_t ndim, const uint64_t *dims, uint64_t *numel);
 

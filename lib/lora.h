@@ -82,8 +82,14 @@ typedef enum {
     LORA_DTYPE_BF16 = 2,
     LORA_DTYPE_Q8_0 = 3, /* blocks of 32: f16 scale + 32 x int8 (ggml block_q8_0) */
     LORA_DTYPE_Q4_0 = 4, /* blocks of 32: f16 scale + 16 bytes (ggml block_q4_0) */
-    LORA_DTYPE_NF4 = 5   /* blocks of 64: f32 absmax + 32 bytes (bitsandbytes NF4) */
+    LORA_DTYPE_NF4 = 5   /* blocks of 32..4096 (default 64): f32 absmax + block/2 bytes (bitsandbytes NF4) */
 } lora_dtype;
+
+/* NF4 block sizes (elements): a power of two in [MIN, MAX], as bitsandbytes
+ * allows. Q8_0 and Q4_0 blocks are always 32 (ggml's). */
+#define LORA_NF4_BLOCK_DEFAULT 64u
+#define LORA_NF4_BLOCK_MIN 32u
+#define LORA_NF4_BLOCK_MAX 4096u
 
 typedef enum { LORA_COMPRESSION_NONE = 0, LORA_COMPRESSION_ZLIB = 1 } lora_compression;
 
@@ -239,6 +245,8 @@ typedef struct {
     uint64_t stored_size;       /* bytes in the file */
     uint64_t raw_size;          /* bytes after decompression (== stored_size if NONE) */
     uint64_t checksum;          /* XXH3-64 of the stored bytes */
+    uint32_t block;             /* elements per block: 1 (F32, F16, BF16), 32 (Q8_0, Q4_0),
+                                   32..4096 (NF4: the record's block_shift) */
 } lora_blob;
 LORA_API lora_status lora_reader_blob(const lora_reader *r, uint32_t index, lora_blob *out);
 
@@ -290,10 +298,22 @@ LORA_API lora_status lora_writer_add_blob(lora_writer *w, lora_dtype dtype, uint
                                           const void *data, size_t size, lora_compression compression,
                                           uint32_t *index);
 /* Add a blob from f32 values, converted to `dtype` with round-to-nearest-even
- * (F16, BF16) or the reference quantizer (Q8_0, Q4_0, NF4). */
+ * (F16, BF16) or the reference quantizer (Q8_0, Q4_0, NF4 in blocks of 64). */
 LORA_API lora_status lora_writer_add_blob_f32(lora_writer *w, lora_dtype dtype, uint32_t ndim, const uint64_t *shape,
                                               const float *values, size_t count, lora_compression compression,
                                               uint32_t *index);
+/* The same two calls with the quantization block chosen: `block` 0 means
+ * the dtype's default (NF4 64); NF4 takes a power of two in
+ * LORA_NF4_BLOCK_MIN..LORA_NF4_BLOCK_MAX; every other dtype only its own
+ * block (1 or 32). The element count must be a whole number of blocks.
+ * Anything else is LORA_E_INVALID_ARGUMENT. For raw NF4 bytes `size` is
+ * numel / block * (4 + block / 2). */
+LORA_API lora_status lora_writer_add_blob_block(lora_writer *w, lora_dtype dtype, uint32_t block, uint32_t ndim,
+                                                const uint64_t *shape, const void *data, size_t size,
+                                                lora_compression compression, uint32_t *index);
+LORA_API lora_status lora_writer_add_blob_f32_block(lora_writer *w, lora_dtype dtype, uint32_t block, uint32_t ndim,
+                                                    const uint64_t *shape, const float *values, size_t count,
+                                                    lora_compression compression, uint32_t *index);
 
 /* A module. For ALPHA_OVER_RANK and ALPHA_OVER_SQRT_RANK `scale` is ignored
  * and computed in binary32 (alpha / (float)r, alpha / sqrtf((float)r));

@@ -8,7 +8,9 @@
  * ref (the conversions are exact or round-to-nearest-even; dequantization is
  * one fp32 multiply per element).
  *
- * Pointers need no alignment. Block kernels take the number of blocks.
+ * Pointers need no alignment. Block kernels take the number of blocks; the
+ * NF4 kernels also take the elements per block (`block`: a power of two,
+ * 32..4096, spec section 11.4; bytes per block 4 + block / 2).
  */
 #ifndef LORA_KERNELS_H
 #define LORA_KERNELS_H
@@ -28,11 +30,13 @@ typedef struct {
     /* dequantization: dst gets nblocks * block_elems floats */
     void (*q8_0_to_f32)(const uint8_t *blocks, float *dst, size_t nblocks);
     void (*q4_0_to_f32)(const uint8_t *blocks, float *dst, size_t nblocks);
-    void (*nf4_to_f32)(const uint8_t *blocks, float *dst, size_t nblocks);
-    /* quantization (reference quantizers, see spec): src has nblocks * block_elems floats */
+    void (*nf4_to_f32)(const uint8_t *blocks, float *dst, size_t nblocks, size_t block);
+    /* quantization (reference quantizers, see spec): src has nblocks * block_elems
+     * floats. Defined for every input, NaN and infinities included: the ISA
+     * versions give the same bytes as ref for any bit pattern. */
     void (*f32_to_q8_0)(const float *src, uint8_t *blocks, size_t nblocks);
     void (*f32_to_q4_0)(const float *src, uint8_t *blocks, size_t nblocks);
-    void (*f32_to_nf4)(const float *src, uint8_t *blocks, size_t nblocks);
+    void (*f32_to_nf4)(const float *src, uint8_t *blocks, size_t nblocks, size_t block);
     /* number of NaN or +-Inf values */
     size_t (*count_nonfinite_f32)(const float *src, size_t n);
 } lora_kernels;

@@ -184,7 +184,8 @@ static lora_status copy_blob(const lora_reader *r, uint32_t i, const lora_conver
     if (!raw) return lora_error_set(err, LORA_E_OUT_OF_MEMORY, LORA_NO_OFFSET, "out of memory");
     lora_status st = lora_reader_blob_read(r, i, raw, (size_t)b.raw_size, err);
     if (st == LORA_OK)
-        st = lora_writer_add_blob(w, b.dtype, b.ndim, b.shape, raw, (size_t)b.raw_size, b.compression, index);
+        st = lora_writer_add_blob_block(w, b.dtype, b.dtype == LORA_DTYPE_NF4 ? b.block : 0, b.ndim, b.shape, raw,
+                                        (size_t)b.raw_size, b.compression, index);
     lora_mem_free(a, raw);
     return st;
 }

@@ -130,18 +130,19 @@ static void decode_half(void (*fn)(const uint16_t *, float *, size_t), const uin
 }
 
 /* Decode elements [first, first + n) of a blob; both are block multiples. */
-static void decode_range(const lora_kernels *k, uint32_t dtype, const uint8_t *raw, uint64_t first, float *dst,
+static void decode_range(const lora_kernels *k, const lora_fmt_blob *b, const uint8_t *raw, uint64_t first, float *dst,
                          size_t n)
 {
-    uint32_t be = lora_fmt_dtype_block_elems(dtype), bb = lora_fmt_dtype_block_bytes(dtype);
+    uint32_t be = lora_fmt_blob_block_elems(b->dtype, b->block_shift);
+    uint32_t bb = lora_fmt_blob_block_bytes(b->dtype, b->block_shift);
     const uint8_t *src = raw + first / be * bb;
-    switch (dtype) {
+    switch (b->dtype) {
     case LORA_FMT_DTYPE_F32: memcpy(dst, src, n * sizeof(float)); break; /* LE host, any alignment */
     case LORA_FMT_DTYPE_F16: decode_half(k->f16_to_f32, src, dst, n); break;
     case LORA_FMT_DTYPE_BF16: decode_half(k->bf16_to_f32, src, dst, n); break;
     case LORA_FMT_DTYPE_Q8_0: k->q8_0_to_f32(src, dst, n / be); break;
     case LORA_FMT_DTYPE_Q4_0: k->q4_0_to_f32(src, dst, n / be); break;
-    case LORA_FMT_DTYPE_NF4: k->nf4_to_f32(src, dst, n / be); break;
+    case LORA_FMT_DTYPE_NF4: k->nf4_to_f32(src, dst, n / be, be); break;
     default: break; /* dtypes were validated at open */
     }
 }
@@ -160,7 +161,7 @@ lora_status lora_reader_blob_decode_f32(const lora_reader *r, uint32_t index, fl
     const uint8_t *raw;
     uint8_t *owned;
     LORA_FORWARD_IF_ERROR(raw_bytes(r, index, &raw, &owned, err));
-    decode_range(lora_kernels_get(), b->f.dtype, raw, 0, dst, (size_t)b->numel);
+    decode_range(lora_kernels_get(), &b->f, raw, 0, dst, (size_t)b->numel);
     lora_mem_free(&r->alloc, owned);
     return LORA_OK;
 }
@@ -176,12 +177,13 @@ lora_status lora_reader_blob_count_nonfinite(const lora_reader *r, uint32_t inde
     LORA_FORWARD_IF_ERROR(raw_bytes(r, index, &raw, &owned, err));
     const lora_kernels *k = lora_kernels_get();
     /* Decoding in chunks keeps memory at one stack buffer, whatever the
-     * blob size; 2048 is a whole number of every dtype's blocks. */
-    float chunk[2048];
+     * blob size; 4096 is a whole number of every dtype's blocks (the
+     * largest NF4 block included). */
+    float chunk[4096];
     uint64_t total = 0;
     for (uint64_t first = 0; first < b->numel;) {
-        size_t n = b->numel - first < 2048 ? (size_t)(b->numel - first) : 2048;
-        decode_range(k, b->f.dtype, raw, first, chunk, n);
+        size_t n = b->numel - first < 4096 ? (size_t)(b->numel - first) : 4096;
+        decode_range(k, &b->f, raw, first, chunk, n);
         total += k->count_nonfinite_f32(chunk, n);
         first += n;
     }

@@ -106,5 +106,6 @@ lora_status lora_reader_blob(const lora_reader *r, uint32_t index, lora_blob *ou
     out->stored_size = b->f.stored_size;
     out->raw_size = b->f.raw_size;
     out->checksum = b->f.checksum;
+    out->block = lora_fmt_blob_block_elems(b->f.dtype, b->f.block_shift);
     return LORA_OK;
 }

@@ -53,19 +53,20 @@ void lora_writer_set_io_for_testing(lora_writer *w, const lora_io *io)
 
 /* ---- blobs ---- */
 
-/* Shared argument checks of add_blob and add_blob_f32; fills the record
- * (without sizes of the stored form) and the element count. */
-static lora_status blob_desc(lora_dtype dtype, uint32_t ndim, const uint64_t *shape, lora_compression compression,
-                             lora_fmt_blob *rec, uint64_t *numel)
+/* Shared argument checks of the add_blob calls; fills the record (without
+ * sizes of the stored form) and the element count. */
+static lora_status blob_desc(lora_dtype dtype, uint32_t block, uint32_t ndim, const uint64_t *shape,
+                             lora_compression compression, lora_fmt_blob *rec, uint64_t *numel)
 {
     if (!lora_fmt_dtype_valid((uint32_t)dtype)) return LORA_E_INVALID_ARGUMENT;
     if ((uint32_t)compression >= LORA_FMT_COMPRESSION_COUNT_) return LORA_E_INVALID_ARGUMENT;
     if (!shape || ndim < 1 || ndim > LORA_FMT_MAX_DIMS) return LORA_E_INVALID_ARGUMENT;
+    memset(rec, 0, sizeof *rec);
+    if (lora_fmt_block_shift_for((uint32_t)dtype, block, &rec->block_shift) != LORA_OK) return LORA_E_INVALID_ARGUMENT;
     /* A zero dim, an overflowing product or a partial quantization block
      * can never be stored, whatever the caller meant. */
     if (lora_fmt_shape_numel(ndim, shape, numel) != LORA_OK) return LORA_E_INVALID_ARGUMENT;
-    memset(rec, 0, sizeof *rec);
-    if (lora_fmt_dtype_raw_size((uint32_t)dtype, *numel, &rec->raw_size) != LORA_OK)
+    if (lora_fmt_blob_raw_size((uint32_t)dtype, rec->block_shift, *numel, &rec->raw_size) != LORA_OK)
         return LORA_E_INVALID_ARGUMENT;
     if (rec->raw_size > SIZE_MAX) return LORA_E_INVALID_ARGUMENT;
     rec->dtype = (uint8_t)dtype;
@@ -75,22 +76,31 @@ static lora_status blob_desc(lora_dtype dtype, uint32_t ndim, const uint64_t *sh
     return LORA_OK;
 }
 
-lora_status lora_writer_add_blob(lora_writer *w, lora_dtype dtype, uint32_t ndim, const uint64_t *shape,
-                                 const void *data, size_t size, lora_compression compression, uint32_t *index)
+lora_status lora_writer_add_blob_block(lora_writer *w, lora_dtype dtype, uint32_t block, uint32_t ndim,
+                                       const uint64_t *shape, const void *data, size_t size,
+                                       lora_compression compression, uint32_t *index)
 {
     if (!w || !data) return LORA_E_INVALID_ARGUMENT;
     lora_fmt_blob rec;
     uint64_t numel;
-    LORA_FORWARD_IF_ERROR(blob_desc(dtype, ndim, shape, compression, &rec, &numel));
+    LORA_FORWARD_IF_ERROR(blob_desc(dtype, block, ndim, shape, compression, &rec, &numel));
     if ((uint64_t)size != rec.raw_size) return LORA_E_INVALID_ARGUMENT;
     return lora_wblob_append(w, data, NULL, &rec, index);
 }
 
-/* f32 -> the stored little-endian form of `dtype`, into dst (raw_size bytes). */
-static void convert_f32(lora_dtype dtype, const float *src, uint64_t n, uint8_t *dst)
+lora_status lora_writer_add_blob(lora_writer *w, lora_dtype dtype, uint32_t ndim, const uint64_t *shape,
+                                 const void *data, size_t size, lora_compression compression, uint32_t *index)
+{
+    return lora_writer_add_blob_block(w, dtype, 0, ndim, shape, data, size, compression, index);
+}
+
+/* f32 -> the stored little-endian form of the record's dtype, into dst
+ * (raw_size bytes). */
+static void convert_f32(const lora_fmt_blob *rec, const float *src, uint64_t n, uint8_t *dst)
 {
     const lora_kernels *k = lora_kernels_get();
-    switch (dtype) {
+    uint32_t be = lora_fmt_blob_block_elems(rec->dtype, rec->block_shift);
+    switch ((lora_dtype)rec->dtype) {
     case LORA_DTYPE_F32:
         for (uint64_t i = 0; i < n; i++) {
             uint32_t u;
@@ -101,32 +111,39 @@ static void convert_f32(lora_dtype dtype, const float *src, uint64_t n, uint8_t 
     case LORA_DTYPE_F16:
     case LORA_DTYPE_BF16: {
         uint16_t *h = (uint16_t *)(void *)dst; /* allocator memory: malloc-aligned */
-        if (dtype == LORA_DTYPE_F16) k->f32_to_f16(src, h, (size_t)n);
+        if (rec->dtype == LORA_DTYPE_F16) k->f32_to_f16(src, h, (size_t)n);
         else k->f32_to_bf16(src, h, (size_t)n);
         /* The kernels produce host-order halves; the file is little-endian.
          * On a little-endian host this rewrites each value with itself. */
         for (uint64_t i = 0; i < n; i++) lora_fmt_wr16(dst + 2 * i, h[i]);
         return;
     }
-    case LORA_DTYPE_Q8_0: k->f32_to_q8_0(src, dst, (size_t)(n / LORA_FMT_Q8_0_BLOCK)); return;
-    case LORA_DTYPE_Q4_0: k->f32_to_q4_0(src, dst, (size_t)(n / LORA_FMT_Q4_0_BLOCK)); return;
-    case LORA_DTYPE_NF4: k->f32_to_nf4(src, dst, (size_t)(n / LORA_FMT_NF4_BLOCK)); return;
+    case LORA_DTYPE_Q8_0: k->f32_to_q8_0(src, dst, (size_t)(n / be)); return;
+    case LORA_DTYPE_Q4_0: k->f32_to_q4_0(src, dst, (size_t)(n / be)); return;
+    case LORA_DTYPE_NF4: k->f32_to_nf4(src, dst, (size_t)(n / be), be); return;
     }
+}
+
+lora_status lora_writer_add_blob_f32_block(lora_writer *w, lora_dtype dtype, uint32_t block, uint32_t ndim,
+                                           const uint64_t *shape, const float *values, size_t count,
+                                           lora_compression compression, uint32_t *index)
+{
+    if (!w || !values) return LORA_E_INVALID_ARGUMENT;
+    lora_fmt_blob rec;
+    uint64_t numel;
+    LORA_FORWARD_IF_ERROR(blob_desc(dtype, block, ndim, shape, compression, &rec, &numel));
+    if ((uint64_t)count != numel) return LORA_E_INVALID_ARGUMENT;
+    uint8_t *raw = lora_mem_alloc(&w->alloc, (size_t)rec.raw_size);
+    if (!raw) return LORA_E_OUT_OF_MEMORY;
+    convert_f32(&rec, values, numel, raw);
+    return lora_wblob_append(w, raw, raw, &rec, index);
 }
 
 lora_status lora_writer_add_blob_f32(lora_writer *w, lora_dtype dtype, uint32_t ndim, const uint64_t *shape,
                                      const float *values, size_t count, lora_compression compression,
                                      uint32_t *index)
 {
-    if (!w || !values) return LORA_E_INVALID_ARGUMENT;
-    lora_fmt_blob rec;
-    uint64_t numel;
-    LORA_FORWARD_IF_ERROR(blob_desc(dtype, ndim, shape, compression, &rec, &numel));
-    if ((uint64_t)count != numel) return LORA_E_INVALID_ARGUMENT;
-    uint8_t *raw = lora_mem_alloc(&w->alloc, (size_t)rec.raw_size);
-    if (!raw) return LORA_E_OUT_OF_MEMORY;
-    convert_f32(dtype, values, numel, raw);
-    return lora_wblob_append(w, raw, raw, &rec, index);
+    return lora_writer_add_blob_f32_block(w, dtype, 0, ndim, shape, values, count, compression, index);
 }
 
 /* ---- modules and tensors ---- */

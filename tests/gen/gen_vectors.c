@@ -290,6 +290,33 @@ static vec build_quantized(void)
     return finish(w);
 }
 
+/* NF4 with blocks other than the default 64: 128 (block_shift 7) for one
+ * module, 32 (block_shift 5, the smallest) for the other. */
+static vec build_nf4_blocks(void)
+{
+    lora_writer *w = new_writer();
+    rng r = {9};
+    static const uint32_t blocks[2] = {128, 32};
+    static const shp sa[2] = {{2, {2, 64, 0, 0, 0}}, {2, {1, 32, 0, 0, 0}}};
+    static const shp sb[2] = {{2, {64, 2, 0, 0, 0}}, {2, {32, 1, 0, 0, 0}}};
+    static const char *const names[2] = {"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj"};
+    uint32_t ab[2][2];
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 2; k++) {
+            shp s = k ? sb[i] : sa[i];
+            size_t n = (size_t)shp_numel(s);
+            float x[128];
+            for (size_t j = 0; j < n; j++) x[j] = rng_f32(&r);
+            W_CHECK(lora_writer_add_blob_f32_block(w, LORA_DTYPE_NF4, blocks[i], s.ndim, s.d, x, n,
+                                                   LORA_COMPRESSION_NONE, &ab[i][k]));
+        }
+    add_mod(w, (mod){names[0], LORA_KIND_LINEAR, LORA_SCALING_ALPHA_OVER_RANK, 0, 2, 16.0f, 0, S2(64, 64), ab[0][0],
+                     ab[0][1], NONE, NONE});
+    add_mod(w, (mod){names[1], LORA_KIND_LINEAR, LORA_SCALING_ALPHA_OVER_RANK, 0, 1, 16.0f, 0, S2(32, 32), ab[1][0],
+                     ab[1][1], NONE, NONE});
+    return finish(w);
+}
+
 /* The raw values of the compressible blob of build_zlib(). */
 #define ZLIB_B_NUMEL 256u
 static float zlib_b_value(uint32_t i) { return (float)(i % 4) * 0.25f - 0.5f; }
@@ -437,7 +464,7 @@ static uint64_t strings_end(const vec *v)
 enum { M_NAME_OFF = 0, M_NAME_LEN = 4, M_KIND = 8, M_SCALING = 9, M_BASE_NDIM = 10, M_RES11 = 11, M_FLAGS = 12,
        M_RANK = 16, M_ALPHA = 20, M_SCALE = 24, M_RES28 = 28, M_BASE = 32, M_A = 72, M_B = 76, M_MAG = 80,
        M_BIAS = 84, M_RES88 = 88 };
-enum { B_DTYPE = 0, B_COMP = 1, B_NDIM = 2, B_RES3 = 3, B_RES4 = 4, B_SHAPE = 8, B_OFFSET = 48, B_STORED = 56,
+enum { B_DTYPE = 0, B_COMP = 1, B_NDIM = 2, B_RES3 = 3, B_BLOCK_SHIFT = 3, B_RES4 = 4, B_SHAPE = 8, B_OFFSET = 48, B_STORED = 56,
        B_RAW = 64, B_SUM = 72 };
 
 static uint64_t mod_field(const vec *v, uint32_t i, int f) { return mod_rec(v, i) + (uint64_t)f; }
@@ -611,7 +638,7 @@ static void mut(gen *g, const vec *base, uint64_t off, int width, uint64_t value
 /* ---- the catalogue --------------------------------------------------------- */
 
 typedef struct {
-    vec minimal, linear, f16, quant, zlib, kinds, conv, longname;
+    vec minimal, linear, f16, quant, zlib, kinds, conv, longname, nf4blocks;
 } bases;
 
 #define E(x) "LORA_E_" #x
@@ -793,6 +820,8 @@ static void inv_records(gen *g, const bases *b)
         "module u64 at 88");
     mut(g, f, ten_rec(f, 0) + 12, 4, 1, "invalid/tensor_reserved.lora", E(RESERVED_NONZERO), "tensor reserved u32");
     mut(g, l, blob_field(l, 0, B_RES3), 1, 1, "invalid/blob_reserved_3.lora", E(RESERVED_NONZERO), "blob byte 3");
+    mut(g, &b->quant, blob_field(&b->quant, 0, B_BLOCK_SHIFT), 1, 6, "invalid/q8_block_shift_6.lora",
+        E(RESERVED_NONZERO), "Q8_0 blob with block_shift 6 (only NF4 has a block_shift)");
     mut(g, l, blob_field(l, 2, B_RES4), 4, 0x10000, "invalid/blob_reserved_4.lora", E(RESERVED_NONZERO),
         "blob u32 at 4");
     uint32_t mi = find_meta(l, "org.example.int");
@@ -906,6 +935,17 @@ static void inv_blob_sizes(gen *g, const bases *b)
               "Q4_0 blob of 62 elements (block 32)");
     shape_mut(g, q, 4, S2(1, 32), "invalid/blob_nf4_partial_block.lora", E(BAD_SHAPE),
               "NF4 blob of 32 elements (block 64)");
+    mut(g, q, blob_field(q, 4, B_BLOCK_SHIFT), 1, 0, "invalid/nf4_block_shift_0.lora", E(BAD_SHAPE),
+        "NF4 blob with block_shift 0 (block 1)");
+    mut(g, q, blob_field(q, 4, B_BLOCK_SHIFT), 1, 4, "invalid/nf4_block_shift_4.lora", E(BAD_SHAPE),
+        "NF4 blob with block_shift 4 (block 16, below 32)");
+    mut(g, q, blob_field(q, 4, B_BLOCK_SHIFT), 1, 13, "invalid/nf4_block_shift_13.lora", E(BAD_SHAPE),
+        "NF4 blob with block_shift 13 (block 8192, above 4096)");
+    mut(g, q, blob_field(q, 4, B_BLOCK_SHIFT), 1, 7, "invalid/nf4_block128_partial.lora", E(BAD_SHAPE),
+        "NF4 blob of 64 elements with block_shift 7 (block 128)");
+    const vec *n4 = &b->nf4blocks;
+    mut(g, n4, blob_field(n4, 0, B_BLOCK_SHIFT), 1, 6, "invalid/nf4_block128_as_64.lora", E(BAD_SIZE),
+        "NF4 blob written in blocks of 128 relabelled block_shift 6: raw_size disagrees");
     mut(g, l, blob_field(l, 1, B_RAW), 8, g64(l, blob_field(l, 1, B_RAW)) + 4, "invalid/blob_raw_size_mismatch.lora",
         E(BAD_SIZE), "raw_size 4 more than dtype x shape");
     mut(g, l, blob_field(l, 1, B_STORED), 8, g64(l, blob_field(l, 1, B_STORED)) - 4,
@@ -1271,6 +1311,8 @@ static void valid_files(gen *g, const bases *b)
     emit(g, "valid/future_header.lora", build_future_header(&b->minimal), "OK",
          "version 1.1 with header_size 136");
     emit(g, "valid/long_name.lora", vec_dup(b->longname), "OK", "module name of 4096 bytes (the default limit)");
+    emit(g, "valid/nf4_blocks.lora", vec_dup(b->nf4blocks), "OK",
+         "NF4 blobs in blocks of 128 (block_shift 7) and of 32 (block_shift 5)");
 }
 
 /* ---- main ------------------------------------------------------------------ */
@@ -1316,7 +1358,8 @@ int main(int argc, char **argv)
     g.manifest = fopen(path, "w");
     if (!g.manifest) die("%s: %s", path, strerror(errno));
     bases b = {build_minimal(), build_linear_meta(), build_f16_bf16(), build_quantized(),
-               build_zlib(),    build_kinds(),       build_conv(),     build_long_name()};
+               build_zlib(),    build_kinds(),       build_conv(),     build_long_name(),
+               build_nf4_blocks()};
     valid_files(&g, &b);
     inv_magic(&g, &b);
     inv_frame(&g, &b);
@@ -1333,7 +1376,7 @@ int main(int argc, char **argv)
     inv_content(&g, &b);
     inv_zlib_streams(&g, &b);
     if (fclose(g.manifest) != 0) die("MANIFEST: write failed");
-    vec *all[] = {&b.minimal, &b.linear, &b.f16, &b.quant, &b.zlib, &b.kinds, &b.conv, &b.longname};
+    vec *all[] = {&b.minimal, &b.linear, &b.f16, &b.quant, &b.zlib, &b.kinds, &b.conv, &b.longname, &b.nf4blocks};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->p);
     printf("gen_vectors: %u valid, %u invalid vectors in %s", g.valid, g.invalid, g.outdir);
     if (g.disagree) printf(" (%u disagree with the library, see above)", g.disagree);

@@ -377,7 +377,7 @@ static void test_ref_dequant_hand(void **state)
     memset(nf, 0x77, sizeof nf);
     nf[0] = 0x00, nf[1] = 0x00, nf[2] = 0x00, nf[3] = 0x3f;
     nf[4] = 0xf0, nf[5] = 0x7f, nf[6] = 0x8e;
-    lora_kernels_ref.nf4_to_f32(nf, x, 1);
+    lora_kernels_ref.nf4_to_f32(nf, x, 1, 64);
     assert_true(x[0] == 0.5f && x[1] == -0.5f && x[2] == 0.0f && x[3] == 0.5f);
     assert_int_equal(fbits(x[4]), fbits(ldexpf(0.07958029955625534f, -1)));
     assert_int_equal(fbits(x[5]), fbits(ldexpf(0.7229568362236023f, -1)));
@@ -421,7 +421,7 @@ static void test_ref_quant_hand(void **state)
     const float mid78 = 0.03979014977812767f; /* 0.07958029955625534f / 2, exact */
     z[128] = 1.0f, z[129] = mid78, z[130] = nextafterf(mid78, 1.0f), z[131] = -mid78;
     uint8_t nf[3 * 36];
-    lora_kernels_ref.f32_to_nf4(z, nf, 3);
+    lora_kernels_ref.f32_to_nf4(z, nf, 3, 64);
     uint8_t wn[3 * 36];
     memset(wn, 0x77, sizeof wn);
     const uint8_t an[] = {0x00, 0x00, 0x00, 0x40, 0xf0, 0x79, 0xc4};
@@ -443,9 +443,9 @@ static void test_ref_quant_nonfinite_defined(void **state)
     uint8_t out[2 * 34];
     lora_kernels_ref.f32_to_q8_0(x, out, 2);
     lora_kernels_ref.f32_to_q4_0(x, out, 2);
-    lora_kernels_ref.f32_to_nf4(x, out, 1);
+    lora_kernels_ref.f32_to_nf4(x, out, 1, 64);
     uint8_t again[64];
-    lora_kernels_ref.f32_to_nf4(x, again, 1);
+    lora_kernels_ref.f32_to_nf4(x, again, 1, 64);
     assert_memory_equal(out, again, 36);
 }
 
@@ -509,8 +509,8 @@ static void test_ref_quant_roundtrip_bounds(void **state)
     }
 
     fill_quant_input(&s, x, nb * 64, 64);
-    lora_kernels_ref.f32_to_nf4(x, q, nb);
-    lora_kernels_ref.nf4_to_f32(q, y, nb);
+    lora_kernels_ref.f32_to_nf4(x, q, nb, 64);
+    lora_kernels_ref.nf4_to_f32(q, y, nb, 64);
     for (size_t b = 0; b < nb; b++) {
         float absmax = 0;
         for (int j = 0; j < 64; j++) absmax = fmaxf(absmax, fabsf(x[b * 64 + j]));
@@ -660,18 +660,18 @@ static void test_isa_dequant(void **state)
     uint8_t *raw = xmalloc(maxb * 36 + 1);
     uint32_t *want = xmalloc(maxb * 64 * 4), *got = xmalloc((maxb * 64 + 4) * 4);
     uint64_t s = 0x5eed0003;
-    for (int dt = 0; dt < 3; dt++) {
-        static const size_t bytes[] = {34, 18, 36}, elems[] = {32, 32, 64};
-        static const char *const names[] = {"Q8_0", "Q4_0", "NF4"};
+    /* NF4 (every block size) is covered in test_quant_kernels.c. */
+    for (int dt = 0; dt < 2; dt++) {
+        static const size_t bytes[] = {34, 18}, elems[] = {32, 32};
+        static const char *const names[] = {"Q8_0", "Q4_0"};
         for (size_t nb = 1; nb <= maxb; nb++)
             for (int rep = 0; rep < 4; rep++) {
                 uint8_t *blocks = raw + (rep & 1); /* unaligned half the time */
-                fill_blocks(&s, blocks, nb, bytes[dt], dt == 2);
-                dequant_fn ref = dt == 0 ? lora_kernels_ref.q8_0_to_f32
-                                         : dt == 1 ? lora_kernels_ref.q4_0_to_f32 : lora_kernels_ref.nf4_to_f32;
+                fill_blocks(&s, blocks, nb, bytes[dt], 0);
+                dequant_fn ref = dt == 0 ? lora_kernels_ref.q8_0_to_f32 : lora_kernels_ref.q4_0_to_f32;
                 ref(blocks, (float *)(void *)want, nb);
                 for (size_t k = 0; k < nt; k++) {
-                    dequant_fn fn = dt == 0 ? t[k]->q8_0_to_f32 : dt == 1 ? t[k]->q4_0_to_f32 : t[k]->nf4_to_f32;
+                    dequant_fn fn = dt == 0 ? t[k]->q8_0_to_f32 : t[k]->q4_0_to_f32;
                     size_t n = nb * elems[dt];
                     for (size_t i = 0; i < n + 4; i++) got[i] = 0xdeadbeef;
                     uint8_t *exact = dup_exact(blocks, nb * bytes[dt]);

@@ -240,6 +240,7 @@ static void write_records(const t_file *f, uint8_t *p, uint64_t strings_off, uin
         p[pos] = b->dtype;
         p[pos + 1] = b->comp;
         p[pos + 2] = b->ndim;
+        p[pos + 3] = b->dtype == 5 ? 6 : 0; /* block_shift: NF4 blocks of 64 */
         for (int d = 0; d < 5; d++) lora_fmt_wr64(p + pos + 8 + 8 * d, b->shape[d]);
         lora_fmt_wr64(p + pos + 48, blob_off[i]);
         lora_fmt_wr64(p + pos + 56, b->stored_size);

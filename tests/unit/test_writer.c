@@ -263,7 +263,7 @@ static void test_encode_records(void **state)
 
     /* Unused dims are written as zero whatever the struct holds. */
     lora_fmt_blob b = {LORA_FMT_DTYPE_Q4_0, LORA_FMT_COMPRESSION_ZLIB, 2, {3, 0x100, 99, 99, 99},
-                       0x1122334455667788u, 40, 54, 0xCAFEu};
+                       0x1122334455667788u, 40, 54, 0xCAFEu, 0};
     memset(buf, 0xAA, sizeof buf);
     assert_int_equal(lora_fmt_encode_blob(&b, buf, 80), LORA_OK);
     uint8_t blob_want[80] = {4, 1, 2, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 1};

@@ -7,7 +7,13 @@
  *
  * Quantizers expect finite input (writers check with count_nonfinite_f32
  * first). A NaN or Inf still yields a defined block, never undefined
- * float-to-int conversion.
+ * float-to-int conversion, and the ISA quantizers reproduce those blocks
+ * byte for byte (x86/quant_*.c): a NaN never raises a block maximum and
+ * gets q = 0 (Q8_0: the value 0; Q4_0: nibble 0, i.e. -8 d; NF4: index 0,
+ * i.e. -absmax); an infinite maximum makes id = 0 (Q8_0, Q4_0) and x / absmax = 0 for
+ * the finite x (NF4).
+ *
+ * NF4 blocks are `block` elements (spec 11.4: 32..4096, a power of two).
  */
 #include <math.h>
 #include "../kernels.h"
@@ -36,11 +42,11 @@ void lora_ref_q4_0_to_f32(const uint8_t *blocks, float *dst, size_t nblocks)
     }
 }
 
-void lora_ref_nf4_to_f32(const uint8_t *blocks, float *dst, size_t nblocks)
+void lora_ref_nf4_to_f32(const uint8_t *blocks, float *dst, size_t nblocks, size_t block)
 {
-    for (size_t b = 0; b < nblocks; b++, blocks += LORA_FMT_NF4_BYTES, dst += LORA_FMT_NF4_BLOCK) {
+    for (size_t b = 0; b < nblocks; b++, blocks += 4 + block / 2, dst += block) {
         float absmax = lora_bits_to_f32(lora_fmt_rd32(blocks));
-        for (unsigned i = 0; i < LORA_FMT_NF4_BLOCK / 2; i++) {
+        for (size_t i = 0; i < block / 2; i++) {
             dst[2 * i] = lora_nf4_code[blocks[4 + i] >> 4] * absmax;
             dst[2 * i + 1] = lora_nf4_code[blocks[4 + i] & 15] * absmax;
         }
@@ -109,19 +115,19 @@ static uint8_t nf4_index(float n, const float mid[15])
     return k;
 }
 
-void lora_ref_f32_to_nf4(const float *src, uint8_t *blocks, size_t nblocks)
+void lora_ref_f32_to_nf4(const float *src, uint8_t *blocks, size_t nblocks, size_t block)
 {
     float mid[15];
     for (unsigned k = 0; k < 15; k++) mid[k] = (lora_nf4_code[k] + lora_nf4_code[k + 1]) / 2.0f;
 
-    for (size_t b = 0; b < nblocks; b++, src += LORA_FMT_NF4_BLOCK, blocks += LORA_FMT_NF4_BYTES) {
+    for (size_t b = 0; b < nblocks; b++, src += block, blocks += 4 + block / 2) {
         float absmax = 0.0f;
-        for (unsigned j = 0; j < LORA_FMT_NF4_BLOCK; j++) {
+        for (size_t j = 0; j < block; j++) {
             float a = fabsf(src[j]);
             if (a > absmax) absmax = a;
         }
         lora_fmt_wr32(blocks, lora_f32_to_bits(absmax));
-        for (unsigned i = 0; i < LORA_FMT_NF4_BLOCK / 2; i++) {
+        for (size_t i = 0; i < block / 2; i++) {
             float n0 = absmax != 0.0f ? src[2 * i] / absmax : 0.0f;
             float n1 = absmax != 0.0f ? src[2 * i + 1] / absmax : 0.0f;
             blocks[4 + i] = (uint8_t)((nf4_index(n0, mid) << 4) | nf4_index(n1, mid));

@@ -10,9 +10,9 @@
 
 void lora_ref_q8_0_to_f32(const uint8_t *blocks, float *dst, size_t nblocks);
 void lora_ref_q4_0_to_f32(const uint8_t *blocks, float *dst, size_t nblocks);
-void lora_ref_nf4_to_f32(const uint8_t *blocks, float *dst, size_t nblocks);
+void lora_ref_nf4_to_f32(const uint8_t *blocks, float *dst, size_t nblocks, size_t block);
 void lora_ref_f32_to_q8_0(const float *src, uint8_t *blocks, size_t nblocks);
 void lora_ref_f32_to_q4_0(const float *src, uint8_t *blocks, size_t nblocks);
-void lora_ref_f32_to_nf4(const float *src, uint8_t *blocks, size_t nblocks);
+void lora_ref_f32_to_nf4(const float *src, uint8_t *blocks, size_t nblocks, size_t block);
 
 #endif /* LORA_KERNELS_REF_H */

@@ -107,15 +107,15 @@ static __m256 lookup16(__m256 tlo, __m256 thi, __m128i idx8)
     return _mm256_blendv_ps(a, c, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
 }
 
-static void avx2_nf4_to_f32(const uint8_t *blocks, float *dst, size_t nblocks)
+static void avx2_nf4_to_f32(const uint8_t *blocks, float *dst, size_t nblocks, size_t block)
 {
     const __m128i m4 = _mm_set1_epi8(15);
     const __m256 clo = _mm256_loadu_ps(lora_nf4_code), chi = _mm256_loadu_ps(lora_nf4_code + 8);
-    for (size_t b = 0; b < nblocks; b++, blocks += LORA_FMT_NF4_BYTES, dst += LORA_FMT_NF4_BLOCK) {
+    for (size_t b = 0; b < nblocks; b++, blocks += 4 + block / 2, dst += block) {
         /* code[k] * absmax for the 16 codes: the very products ref forms. */
         __m256 s = _mm256_set1_ps(lora_bits_to_f32(lora_fmt_rd32(blocks)));
         __m256 tlo = _mm256_mul_ps(clo, s), thi = _mm256_mul_ps(chi, s);
-        for (unsigned i = 0; i < 32; i += 8) {
+        for (size_t i = 0; i < block / 2; i += 8) { /* block >= 32: whole steps of 8 bytes */
             __m128i q = _mm_loadl_epi64((const __m128i *)(const void *)(blocks + 4 + i));
             __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
             __m128i idx = _mm_unpacklo_epi8(hi, _mm_and_si128(q, m4)); /* high nibble first */
@@ -146,6 +146,9 @@ const lora_kernels lora_kernels_avx2 = {
     .q8_0_to_f32 = avx2_q8_0_to_f32,
     .q4_0_to_f32 = avx2_q4_0_to_f32,
     .nf4_to_f32 = avx2_nf4_to_f32,
+    .f32_to_q8_0 = lora_avx2_f32_to_q8_0,
+    .f32_to_q4_0 = lora_avx2_f32_to_q4_0,
+    .f32_to_nf4 = lora_avx2_f32_to_nf4,
     .count_nonfinite_f32 = avx2_count_nonfinite_f32,
 };
 

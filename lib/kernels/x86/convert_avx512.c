@@ -109,14 +109,14 @@ static void avx512_q4_0_to_f32(const uint8_t *blocks, float *dst, size_t nblocks
     }
 }
 
-static void avx512_nf4_to_f32(const uint8_t *blocks, float *dst, size_t nblocks)
+static void avx512_nf4_to_f32(const uint8_t *blocks, float *dst, size_t nblocks, size_t block)
 {
     const __m128i m4 = _mm_set1_epi8(15);
     const __m512 code = _mm512_loadu_ps(lora_nf4_code);
-    for (size_t b = 0; b < nblocks; b++, blocks += LORA_FMT_NF4_BYTES, dst += LORA_FMT_NF4_BLOCK) {
+    for (size_t b = 0; b < nblocks; b++, blocks += 4 + block / 2, dst += block) {
         /* code[k] * absmax for the 16 codes: the very products ref forms. */
         __m512 t = _mm512_mul_ps(code, _mm512_set1_ps(lora_bits_to_f32(lora_fmt_rd32(blocks))));
-        for (unsigned i = 0; i < 32; i += 16) {
+        for (size_t i = 0; i < block / 2; i += 16) { /* block >= 32: whole steps of 16 bytes */
             __m128i q = _mm_loadu_si128((const __m128i *)(const void *)(blocks + 4 + i));
             __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4), lo = _mm_and_si128(q, m4);
             __m512i ia = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo)); /* high nibble first */
@@ -152,6 +152,9 @@ const lora_kernels lora_kernels_avx512 = {
     .q8_0_to_f32 = avx512_q8_0_to_f32,
     .q4_0_to_f32 = avx512_q4_0_to_f32,
     .nf4_to_f32 = avx512_nf4_to_f32,
+    .f32_to_q8_0 = lora_avx512_f32_to_q8_0,
+    .f32_to_q4_0 = lora_avx512_f32_to_q4_0,
+    .f32_to_nf4 = lora_avx512_f32_to_nf4,
     .count_nonfinite_f32 = avx512_count_nonfinite_f32,
 };
 
