@@ -4,7 +4,7 @@
 #   make setup      install missing Debian build dependencies
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make vectors    regenerate spec/vectors (deterministic)
-#   make demo       write a sample adapter and show lora-info and lora-verify on it
+#   make demo       generate a small model and adapter, convert, verify, merge and check the merge
 #   make clean
 
 PREFIX  ?= /usr/local
@@ -45,7 +45,7 @@ OPS_OBJ := $(OPS_SRC:%.c=$(BUILD)/%.o)
 OPS_STATIC := $(BUILD)/liblora-ops.a
 OPS_LIBS := -ljansson -llapacke -lopenblas
 
-TOOLS := lora-info lora-verify lora-convert lora-quantize lora-prune
+TOOLS := lora-info lora-verify lora-convert lora-quantize lora-prune lora-merge
 TOOL_COMMON_SRC := $(wildcard tools/common/*.c)
 TOOL_COMMON_OBJ := $(TOOL_COMMON_SRC:%.c=$(BUILD)/%.o)
 TOOL_LIBS := -lyaml
@@ -55,7 +55,7 @@ TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_SUPPORT_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/unit/*.c))
 TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/%.o)
 
-GEN_BINS := $(BUILD)/gen_vectors $(BUILD)/make_sample $(BUILD)/make_tricky $(BUILD)/flip_check
+GEN_BINS := $(BUILD)/gen_vectors $(BUILD)/make_sample $(BUILD)/make_tricky $(BUILD)/flip_check $(BUILD)/merge_demo
 
 STATIC := $(BUILD)/liblora.a
 SHARED := $(BUILD)/liblora.so.$(VERSION)
@@ -120,6 +120,10 @@ $(BUILD)/gen_vectors: $(BUILD)/tests/gen/gen_vectors.o $(STATIC)
 $(BUILD)/flip_check: $(BUILD)/tests/gen/flip_check.o $(STATIC)
 	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(STATIC) $(LIB_LIBS)
 
+# The demo's model and its float64 check: no liblora on purpose (tests/gen/merge_demo.c).
+$(BUILD)/merge_demo: $(BUILD)/tests/gen/merge_demo.o
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $< -lm
+
 $(BUILD)/make_%: $(BUILD)/tests/gen/make_%.o $(STATIC)
 	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(STATIC) $(LIB_LIBS)
 
@@ -138,8 +142,13 @@ $(BUILD)/bench_%: $(BUILD)/bench/bench_%.o $(STATIC)
 	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(STATIC) $(LIB_LIBS)
 
 # Throughput figures, each a ratio against a baseline measured in the same run.
-bench: $(BENCH_BINS)
-	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+# bench/bench_merge.sh runs bench_merge_kernels itself, beside the whole-file merge.
+bench: $(BENCH_BINS) $(BUILD)/gen_merge_model $(BUILD)/lora-merge
+	@for b in $(filter-out $(BUILD)/bench_merge_kernels,$(BENCH_BINS)); do echo "== $$b"; $$b || exit 1; done
+	@echo "== bench/bench_merge.sh"; sh bench/bench_merge.sh $(BUILD)
+
+$(BUILD)/gen_merge_model: $(BUILD)/bench/gen_merge_model.o $(STATIC)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(STATIC) $(LIB_LIBS)
 
 # ---- tests -------------------------------------------------------------------
 
@@ -165,7 +174,9 @@ check-vectors: $(BUILD)/gen_vectors
 	@$(BUILD)/gen_vectors $(BUILD)/vectors-check >/dev/null
 	@diff -r spec/vectors $(BUILD)/vectors-check && echo "check-vectors: spec/vectors match the generator"
 
-demo: all $(BUILD)/make_sample
+# Generate a llama-shaped model and a PEFT adapter, convert, verify, merge,
+# and check the merge against a float64 reference (tests/demo.sh).
+demo: all $(BUILD)/lora-convert $(BUILD)/merge_demo
 	sh tests/demo.sh $(BUILD)
 
 # ---- setup / install ---------------------------------------------------------

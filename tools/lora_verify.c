@@ -1,24 +1,30 @@
 /*
  * lora-verify: check .lora files completely - structure and header checksum
  * (at open), every blob checksum and zlib stream (lora_reader_verify), then
- * NaN/Inf in every blob. One verdict per file; a bad file does not stop the
- * run, and the exit code is the worst seen.
+ * NaN/Inf in every blob; with --base MODEL, also that every module finds its
+ * base tensor with the expected shape (lora_merge_check, nothing merged).
+ * One verdict per file; a bad file does not stop the run, and the exit code
+ * is the worst seen.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "lora.h"
+#include "lora_ops.h"
 #include "common/cli.h"
 #include "common/doc.h"
 #include "common/text.h"
 
 #define PROG "lora-verify"
-#define SYNOPSIS "lora-verify FILE... [--json] [-q|--quiet] [--strict]"
+#define SYNOPSIS "lora-verify FILE... [--json] [-q|--quiet] [--strict] [--base MODEL [--map-prefix FROM=TO]...]"
 
 typedef struct {
     int json, quiet, strict;
+    const char *base;             /* --base: check the modules against this model */
+    lora_merge_rename *renames;   /* --map-prefix (sized argc) */
+    size_t rename_count;
+    char **owned;                 /* the FROM strings split off the arguments */
 } verify_opts;
 
 /* Which reference of its owner a blob is. */
@@ -36,6 +42,9 @@ typedef struct {
     lora_reader *r;    /* open once the structure was accepted */
     lora_file_info fi;
     lora_error err;    /* status LORA_OK while the file passes */
+    const char *err_file; /* the file err is about when it is not `file` (the base) */
+    int base_checked;  /* --base: the modules were matched against the base */
+    lora_merge_report base_report;
     nonfinite_warning *warnings;
     size_t warning_count, warning_cap;
 } file_check;
@@ -53,12 +62,20 @@ static void print_help(void)
            "                  are still printed on stderr\n"
            "  --strict        NaN or infinity in a blob fails the file (LORA_E_NONFINITE)\n"
            "                  instead of giving a warning\n"
+           "  --base MODEL    also check, without merging, that every module finds its tensor\n"
+           "                  in the base model (safetensors file, sharded directory or GGUF)\n"
+           "                  with the shape the module expects, as lora-merge would\n"
+           "  --map-prefix FROM=TO\n"
+           "                  with --base: read module names starting with FROM as starting\n"
+           "                  with TO (repeatable)\n"
            "  -h, --help      show this help and exit\n"
            "  -V, --version   show the version and exit\n"
            "  --              end of options (for file names starting with '-')\n"
            "\n"
            "A valid file prints on stdout\n"
            "  FILE: OK (N modules, M blobs, B bytes verified)\n"
+           "and with --base a second line\n"
+           "  FILE: OK against MODEL (FORMAT): N modules match their base tensors; ...\n"
            "a failing one prints on stderr, and the next file is checked:\n"
            "  lora-verify: FILE: LORA_E_NAME: detail (offset N)\n"
            "Standard input is not read (name a file called '-' as ./-).\n"
@@ -74,6 +91,28 @@ static void print_help(void)
 static int is_long(const cli_arg *a, const char *name) { return a->kind == CLI_LONG && !strcmp(a->text, name); }
 static int is_short(const cli_arg *a, char letter) { return a->kind == CLI_SHORT && a->letter == letter; }
 
+/* --map-prefix FROM=TO (FROM not empty). */
+static int add_rename(verify_opts *o, const char *v)
+{
+    const char *eq = v ? strchr(v, '=') : NULL;
+    if (!eq || eq == v) return 0;
+    char *from = malloc((size_t)(eq - v) + 1);
+    if (!from) return 0;
+    memcpy(from, v, (size_t)(eq - v));
+    from[eq - v] = '\0';
+    o->owned[o->rename_count] = from;
+    o->renames[o->rename_count].from = from;
+    o->renames[o->rename_count++].to = eq + 1;
+    return 1;
+}
+
+static void free_opts(verify_opts *o)
+{
+    for (size_t i = 0; o->owned && i < o->rename_count; i++) free(o->owned[i]);
+    free(o->owned);
+    free(o->renames);
+}
+
 /* Collects operands into files[] (sized argc). Returns -1 to go on, or the exit code. */
 static int parse_args(int argc, char **argv, verify_opts *o, const char **files, size_t *nfiles)
 {
@@ -81,8 +120,15 @@ static int parse_args(int argc, char **argv, verify_opts *o, const char **files,
     cli_arg arg;
     memset(o, 0, sizeof *o);
     *nfiles = 0;
+    o->renames = calloc((size_t)(argc > 0 ? argc : 1), sizeof *o->renames);
+    o->owned = calloc((size_t)(argc > 0 ? argc : 1), sizeof *o->owned);
+    if (!o->renames || !o->owned) {
+        fprintf(stderr, "%s: out of memory\n", PROG);
+        return EXIT_USAGE;
+    }
     cli_args_init(&a, argc, argv);
     while (cli_next(&a, &arg) != CLI_END) {
+        const char *v = NULL;
         if (arg.kind == CLI_OPERAND) {
             files[(*nfiles)++] = arg.text;
         } else if (is_short(&arg, 'h') || is_long(&arg, "--help")) {
@@ -97,12 +143,20 @@ static int parse_args(int argc, char **argv, verify_opts *o, const char **files,
             o->quiet = 1;
         } else if (is_long(&arg, "--strict")) {
             o->strict = 1;
+        } else if (is_long(&arg, "--base") || (arg.kind == CLI_LONG && cli_long_value(arg.text, "--base", &v))) {
+            if (!v && !(v = cli_value(&a))) return cli_usage_error(PROG, SYNOPSIS, "option needs a value:", "--base");
+            o->base = v;
+        } else if (is_long(&arg, "--map-prefix") ||
+                   (arg.kind == CLI_LONG && cli_long_value(arg.text, "--map-prefix", &v))) {
+            if (!v) v = cli_value(&a);
+            if (!add_rename(o, v)) return cli_usage_error(PROG, SYNOPSIS, "--map-prefix needs FROM=TO, not", v ? v : "");
         } else {
             char opt[3] = {'-', arg.letter, '\0'};
             return cli_usage_error(PROG, SYNOPSIS, "unknown option", arg.kind == CLI_LONG ? arg.text : opt);
         }
     }
     if (*nfiles == 0) return cli_usage_error(PROG, SYNOPSIS, "missing FILE", NULL);
+    if (o->rename_count && !o->base) return cli_usage_error(PROG, SYNOPSIS, "--map-prefix needs --base", NULL);
     return -1;
 }
 
@@ -230,6 +284,27 @@ static void strict_failure(file_check *fc)
     sb_free(&sb);
 }
 
+/* --base: every module against the model, as lora-merge would, nothing merged. */
+static void check_base(file_check *fc, const verify_opts *o)
+{
+    lora_merge_adapter ad = LORA_MERGE_ADAPTER_INIT(fc->file);
+    lora_merge_options mo = LORA_MERGE_OPTIONS_INIT;
+    mo.base = o->base;
+    mo.adapters = &ad;
+    mo.adapter_count = 1;
+    mo.renames = o->renames;
+    mo.rename_count = o->rename_count;
+    lora_status st = lora_merge_check(&mo, &fc->base_report, &fc->err);
+    if (st != LORA_OK) {
+        fail(fc, st);
+        /* A problem of the base itself is reported under the base's name. */
+        if (fc->base_report.error_path && strcmp(fc->base_report.error_path, fc->file) != 0)
+            fc->err_file = fc->base_report.error_path;
+        return;
+    }
+    fc->base_checked = 1;
+}
+
 static void run_checks(file_check *fc, const verify_opts *o)
 {
     if (!strcmp(fc->file, "-")) {
@@ -249,6 +324,7 @@ static void run_checks(file_check *fc, const verify_opts *o)
         return;
     }
     if (scan_nonfinite(fc) && o->strict && fc->warning_count) strict_failure(fc);
+    if (o->base && fc->err.status == LORA_OK) check_base(fc, o);
 }
 
 /* ---- reports ------------------------------------------------------------------ */
@@ -257,7 +333,7 @@ static void report_text(const file_check *fc, const verify_opts *o)
 {
     char shown[CLI_DISPLAY_MAX], bytes[TEXT_U64_SIZE];
     if (fc->err.status != LORA_OK) {
-        cli_print_error(PROG, fc->file, &fc->err);
+        cli_print_error(PROG, fc->err_file ? fc->err_file : fc->file, &fc->err);
         return;
     }
     if (o->quiet) return;
@@ -273,6 +349,15 @@ static void report_text(const file_check *fc, const verify_opts *o)
            fc->fi.blob_count == 1 ? "blob" : "blobs", text_u64_grouped(bytes, fc->fi.file_size));
     if (fc->warning_count) printf(", %zu %s", fc->warning_count, fc->warning_count == 1 ? "warning" : "warnings");
     printf(")\n");
+    if (fc->base_checked) {
+        const lora_merge_report *r = &fc->base_report;
+        char model[CLI_DISPLAY_MAX];
+        printf("%s: OK against %s (%s): %u %s match their base tensors; %u to merge, %u to replace",
+               cli_display(shown, fc->file), cli_display(model, o->base), r->base_format, r->modules,
+               r->modules == 1 ? "module" : "modules", r->merged, r->replaced);
+        if (r->requantized) printf(", %u requantized", r->requantized);
+        printf("\n");
+    }
 }
 
 static void report_json_warnings(const file_check *fc, doc *d)
@@ -296,7 +381,7 @@ static void report_json_warnings(const file_check *fc, doc *d)
     doc_seq_end(d);
 }
 
-static void report_json(const file_check *fc, doc *d)
+static void report_json(const file_check *fc, const verify_opts *o, doc *d)
 {
     int ok = fc->err.status == LORA_OK;
     doc_map_begin(d, 0);
@@ -319,6 +404,22 @@ static void report_json(const file_check *fc, doc *d)
     if (ok) doc_u64(d, fc->fi.file_size);
     else doc_null(d);
     report_json_warnings(fc, d);
+    if (o->base) {
+        doc_key(d, "base");
+        doc_map_begin(d, 0);
+        doc_kv_cstr(d, "model", o->base);
+        doc_kv_bool(d, "checked", fc->base_checked);
+        doc_key(d, "modules");
+        if (fc->base_checked) doc_u64(d, fc->base_report.modules);
+        else doc_null(d);
+        doc_key(d, "merged");
+        if (fc->base_checked) doc_u64(d, fc->base_report.merged);
+        else doc_null(d);
+        doc_key(d, "replaced");
+        if (fc->base_checked) doc_u64(d, fc->base_report.replaced);
+        else doc_null(d);
+        doc_map_end(d);
+    }
     doc_map_end(d);
 }
 
@@ -330,7 +431,7 @@ static int check_file(const char *file, const verify_opts *o, doc *d)
     fc.err.offset = LORA_NO_OFFSET;
     run_checks(&fc, o);
     report_text(&fc, o);
-    if (d) report_json(&fc, d);
+    if (d) report_json(&fc, o, d);
     lora_reader_free(fc.r);
     free(fc.warnings);
     return cli_exit_code(fc.err.status);
@@ -348,6 +449,7 @@ int main(int argc, char **argv)
     int code = parse_args(argc, argv, &o, files, &nfiles);
     if (code >= 0) {
         free(files);
+        free_opts(&o);
         return code;
     }
 
@@ -355,6 +457,7 @@ int main(int argc, char **argv)
     if (o.json && !(d = doc_open(stdout, DOC_JSON))) {
         fprintf(stderr, "%s: out of memory\n", PROG);
         free(files);
+        free_opts(&o);
         return EXIT_USAGE;
     }
     if (d) doc_seq_begin(d, 0);
@@ -364,6 +467,7 @@ int main(int argc, char **argv)
         if (c > code) code = c;
     }
     free(files);
+    free_opts(&o);
     if (d) {
         doc_seq_end(d);
         if (doc_finish(d) != 0) {

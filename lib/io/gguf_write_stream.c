@@ -59,7 +59,7 @@ static lora_status stage_put(gg_stage *s, const void *p, size_t n)
         LORA_FORWARD_IF_ERROR(stage_flush(s));
         if (n > sizeof s->buf) return s->w->sink(s->w->ctx, p, n, s->err);
     }
-    memcpy(s->buf + s->len, p, n);
+    if (n) memcpy(s->buf + s->len, p, n); /* p is NULL for an empty KV section */
     s->len += n;
     return LORA_OK;
 }

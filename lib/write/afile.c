@@ -170,6 +170,79 @@ lora_status lora_afile_flush(lora_afile *f, lora_error *err)
     return e ? lora_errno_error(err, e, "cannot write", f->tmp_path) : LORA_OK;
 }
 
+lora_status lora_afile_start_writeback(lora_afile *f, lora_error *err)
+{
+    LORA_FORWARD_IF_ERROR(lora_afile_flush(f, err));
+    (void)sync_file_range(f->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    return LORA_OK;
+}
+
+lora_status lora_afile_pwrite(lora_afile *f, const void *data, size_t n, uint64_t offset, lora_error *err)
+{
+    const uint8_t *p = data;
+    while (n > 0) {
+        size_t chunk = n > ((size_t)1 << 30) ? (size_t)1 << 30 : n; /* Linux writes < 2 GiB per call */
+        errno = 0;
+        ssize_t r = pwrite(f->fd, p, chunk, (off_t)offset);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || (size_t)r > chunk)
+            return lora_errno_error(err, r < 0 && errno ? errno : EIO, "cannot write", f->tmp_path);
+        p += r;
+        n -= (size_t)r;
+        offset += (uint64_t)r;
+    }
+    return LORA_OK;
+}
+
+/* The fallback of lora_afile_copy_range: pread, then pwrite. */
+static lora_status copy_by_reads(lora_afile *f, int in_fd, uint64_t in_offset, uint64_t n, uint64_t offset,
+                                 lora_error *err)
+{
+    const size_t cap = (size_t)1 << 20;
+    uint8_t *buf = lora_mem_alloc(&f->alloc, cap);
+    if (!buf) return lora_error_set(err, LORA_E_OUT_OF_MEMORY, LORA_NO_OFFSET, "out of memory");
+    lora_status st = LORA_OK;
+    while (n > 0 && st == LORA_OK) {
+        size_t chunk = n < cap ? (size_t)n : cap;
+        ssize_t r = pread(in_fd, buf, chunk, (off_t)in_offset);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            st = r < 0 ? lora_errno_error(err, errno, "cannot read the input of", f->tmp_path)
+                       : lora_error_set(err, LORA_E_IO, LORA_NO_OFFSET, "an input of '%s' ended early", f->tmp_path);
+            break;
+        }
+        st = lora_afile_pwrite(f, buf, (size_t)r, offset, err);
+        in_offset += (uint64_t)r;
+        offset += (uint64_t)r;
+        n -= (uint64_t)r;
+    }
+    lora_mem_free(&f->alloc, buf);
+    return st;
+}
+
+lora_status lora_afile_copy_range(lora_afile *f, int in_fd, uint64_t in_offset, uint64_t n, uint64_t offset,
+                                  lora_error *err)
+{
+    while (n > 0) {
+        size_t chunk = n > ((uint64_t)1 << 30) ? (size_t)1 << 30 : (size_t)n;
+        loff_t in = (loff_t)in_offset, out = (loff_t)offset;
+        errno = 0;
+        ssize_t r = copy_file_range(in_fd, &in, f->fd, &out, chunk, 0);
+        if (r < 0 && errno == EINTR) continue;
+        /* Not between these two files (another file system, an old kernel):
+         * the same bytes through user memory. */
+        if (r < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP || errno == EBADF))
+            return copy_by_reads(f, in_fd, in_offset, n, offset, err);
+        if (r < 0) return lora_errno_error(err, errno ? errno : EIO, "cannot write", f->tmp_path);
+        if (r == 0 || (size_t)r > chunk)
+            return lora_error_set(err, LORA_E_IO, LORA_NO_OFFSET, "an input of '%s' ended early", f->tmp_path);
+        in_offset += (uint64_t)r;
+        offset += (uint64_t)r;
+        n -= (uint64_t)r;
+    }
+    return LORA_OK;
+}
+
 const char *lora_afile_temp_path(const lora_afile *f) { return f->tmp_path; }
 
 /* Steps 5-6. After close the descriptor is gone whatever close says. */

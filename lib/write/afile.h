@@ -42,6 +42,25 @@ lora_status lora_afile_write(lora_afile *f, const void *data, uint64_t size, lor
 lora_status lora_afile_zeros(lora_afile *f, uint64_t size, lora_error *err);
 /* Push staged bytes to the temp file (before reading it back). */
 lora_status lora_afile_flush(lora_afile *f, lora_error *err);
+/* A hint for big outputs: push the staged bytes and ask the kernel to
+ * start writing back what is already in the temp file (sync_file_range
+ * SYNC_FILE_RANGE_WRITE, which does not wait), so the fsync of commit finds
+ * most of it on disk and the page cache does not fill with dirty pages.
+ * Only the flush can fail; the hint's own errors are left to fsync. */
+lora_status lora_afile_start_writeback(lora_afile *f, lora_error *err);
+/* Positional output, for a file whose layout is known before its bytes
+ * exist (lora-merge fills its blocks from several threads): `n` bytes at
+ * `offset` of the temp file, short writes and EINTR handled. Calls on
+ * disjoint ranges may run concurrently; they do not use the staging of
+ * lora_afile_write, so do not mix the two on one range. These two calls go
+ * to libc directly, not through the lora_io table. */
+lora_status lora_afile_pwrite(lora_afile *f, const void *data, size_t n, uint64_t offset, lora_error *err);
+/* `n` bytes of `in_fd` from `in_offset` to `offset` of the temp file:
+ * copy_file_range where the kernel can (no copy through user memory),
+ * else read and written through a buffer. An input that ends early is
+ * LORA_E_IO. Concurrent calls as for lora_afile_pwrite. */
+lora_status lora_afile_copy_range(lora_afile *f, int in_fd, uint64_t in_offset, uint64_t n, uint64_t offset,
+                                  lora_error *err);
 /* "<dir>/.<base>.XXXXXX.tmp": where the bytes are until commit. */
 const char *lora_afile_temp_path(const lora_afile *f);
 /* Steps 5-8. Frees `f` whatever happens; on failure before the rename the
