@@ -25,7 +25,7 @@ static void print_help(void)
 {
     printf("Usage: %s\n"
            "Merge LoRA adapters into a base model: W' = W + WEIGHT * s * (B @ A) per module\n"
-           "(DoRA, LoRA biases and replacement tensors included), accumulated in fp32 and\n"
+           "(DoRA, LoRA biases and replacement tensors included), accumulated in float64 and\n"
            "rounded once. Every other tensor is copied bit for bit. The output is the same,\n"
            "byte for byte, whatever --threads is.\n"
            "\n"
