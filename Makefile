@@ -179,10 +179,78 @@ check-vectors: $(BUILD)/gen_vectors
 demo: all $(BUILD)/lora-convert $(BUILD)/merge_demo
 	sh tests/demo.sh $(BUILD)
 
+# ---- fuzzing (fuzz/README.md) --------------------------------------------------
+# A harness is fuzz/fuzz_<name>.c plus a line in fuzz/targets.txt. Each is
+# linked with an engine: the replay driver fuzz/regression.c by default (so
+# `make tests` builds them with gcc and tests/run_all.sh replays the
+# corpora), libFuzzer for `make fuzz`, AFL++'s driver for `make fuzz-afl`.
+#   make fuzz SECONDS=N         N seconds per harness (clang, ASan+UBSan)
+#   make fuzz-regression        replay corpus/ and crashers/ under gcc ASan+UBSan
+#   make fuzz-merge             minimise fuzz/corpus/* with what make fuzz found
+#   make fuzz-afl NAME=x [SECONDS=N]
+#   make fuzz-coverage          llvm-cov line coverage of the checked-in corpora
+FUZZ_TARGETS := $(shell sed -n 's/^\([a-z0-9_]*\)[[:space:]].*/\1/p' fuzz/targets.txt)
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(BUILD)/fuzzers/fuzz_%)
+FUZZ_SUPPORT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard fuzz/support/*.c))
+FUZZ_ENGINE ?= $(BUILD)/fuzz/regression.o
+FUZZ_BUILD ?= build-fuzz
+SECONDS ?= 60
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_OPT := -O1 -g -fno-omit-frame-pointer
+
+$(BUILD)/fuzz/%.o: fuzz/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Ifuzz -MMD -MP -c $< -o $@
+
+$(BUILD)/fuzzers/fuzz_%: $(BUILD)/fuzz/fuzz_%.o $(FUZZ_SUPPORT_OBJ) $(filter %.o %.a,$(FUZZ_ENGINE)) \
+                         $(OPS_STATIC) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter-out %.o,$(FUZZ_ENGINE)) $(OPS_STATIC) $(STATIC) \
+	    $(OPS_LIBS) $(LIB_LIBS)
+
+# Seeds for the harnesses without a checked-in start (fuzz/gen_seeds.c), and
+# the spec vectors for the .lora ones; make fuzz reads them from $(FUZZ_BUILD)/seeds.
+$(BUILD)/fuzz/gen_seeds: $(BUILD)/fuzz/gen_seeds.o $(OPS_STATIC) $(STATIC)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $< $(OPS_STATIC) $(STATIC) $(OPS_LIBS) $(LIB_LIBS)
+
+.PHONY: fuzz fuzz-bins fuzz-seeds fuzz-regression fuzz-merge fuzz-afl fuzz-coverage
+fuzz-bins: $(FUZZ_BINS)
+fuzz-seeds: $(BUILD)/fuzz/gen_seeds
+	rm -rf $(BUILD)/seeds
+	$(BUILD)/fuzz/gen_seeds $(BUILD)/seeds
+	for h in format reader; do mkdir -p $(BUILD)/seeds/$$h && cp spec/vectors/*/*.lora $(BUILD)/seeds/$$h/; done
+# make test replays every corpus with these (tests/run_all.sh, fuzz/replay.sh).
+tests: $(FUZZ_BINS)
+.SECONDARY: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%.o) $(FUZZ_SUPPORT_OBJ) $(BUILD)/fuzz/gen_seeds.o \
+            $(BUILD)/fuzz/regression.o
+
+fuzz:
+	$(MAKE) --no-print-directory -j2 BUILD=$(FUZZ_BUILD) CC=clang OPT='$(FUZZ_OPT)' \
+	    SAN='-fsanitize=fuzzer-no-link $(FUZZ_SAN)' FUZZ_ENGINE=-fsanitize=fuzzer fuzz-bins fuzz-seeds
+	sh fuzz/fuzz.sh run $(FUZZ_BUILD) $(SECONDS) $(FUZZ_TARGETS)
+
+fuzz-merge:
+	sh fuzz/fuzz.sh merge $(FUZZ_BUILD) 0 $(FUZZ_TARGETS)
+
+fuzz-regression:
+	$(MAKE) --no-print-directory -j2 BUILD=build-fuzz-reg OPT='$(FUZZ_OPT)' SAN='$(FUZZ_SAN)' fuzz-bins
+	sh fuzz/replay.sh build-fuzz-reg $(FUZZ_TARGETS)
+
+fuzz-coverage:
+	$(MAKE) --no-print-directory -j2 BUILD=build-fuzz-cov CC=clang OPT='-O1 -g' \
+	    SAN='-fprofile-instr-generate -fcoverage-mapping' fuzz-bins
+	sh fuzz/coverage.sh build-fuzz-cov $(FUZZ_TARGETS)
+
+fuzz-afl:
+	@test -n "$(NAME)" || { echo "usage: make fuzz-afl NAME=<harness> [SECONDS=N]" >&2; exit 2; }
+	AFL_USE_ASAN=1 AFL_USE_UBSAN=1 $(MAKE) --no-print-directory -j2 BUILD=build-fuzz-afl CC=afl-clang-fast \
+	    OPT='$(FUZZ_OPT)' SAN= FUZZ_ENGINE=-fsanitize=fuzzer build-fuzz-afl/fuzzers/fuzz_$(NAME)
+	sh fuzz/afl.sh build-fuzz-afl $(NAME) $(SECONDS)
+
 # ---- setup / install ---------------------------------------------------------
 
 DEB_PACKAGES := build-essential pkg-config zlib1g-dev libyaml-dev libxxhash-dev libjansson-dev \
-                libopenblas-dev liblapacke-dev libcmocka-dev
+                libopenblas-dev liblapacke-dev libcmocka-dev clang libclang-rt-14-dev
 
 setup:
 	@sh scripts/setup.sh $(DEB_PACKAGES)

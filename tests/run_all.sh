@@ -57,6 +57,17 @@ for script in tests/cli/*.sh; do
     count "$name" $rc
 done
 
+# Every fuzz corpus and crasher through its harness (fuzz/replay.sh), in
+# both passes: the sanitizer pass catches memory errors, the plain -O2 pass
+# checks that no assert() is the only guard (robustness.md item 32).
+if [ -f fuzz/replay.sh ]; then
+    echo "== fuzz regression"
+    sh fuzz/replay.sh "$BUILD" >"$log" 2>&1
+    rc=$?
+    tail -n 20 "$log"
+    count fuzz $rc
+fi
+
 # The installed library is checked once, from the plain build: a sanitizer
 # build's liblora.so needs the sanitizer runtime preloaded.
 if [ "${LORA_SKIP_INSTALL_CHECK:-0}" = 0 ]; then
