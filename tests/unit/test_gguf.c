@@ -25,6 +25,7 @@
 
 #include "lora.h"
 #include "io/gguf.h"
+#include "support.h"
 
 #define MIB ((size_t)1 << 20)
 
@@ -132,14 +133,6 @@ static void tb_free(tb *b)
     memset(b, 0, sizeof *b);
 }
 
-static uint64_t rng_next(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
 /* ------------------------------------------------------------------------ */
 /* allocator hook: counts, fails the Nth call or anything above a size      */
 /* ------------------------------------------------------------------------ */
@@ -229,7 +222,7 @@ static const uint64_t sample_off[4] = {0, 32, 64, 160};
 
 static void sample_data(uint8_t *dst, size_t n, uint64_t seed)
 {
-    for (size_t i = 0; i < n; i++) dst[i] = (uint8_t)rng_next(&seed);
+    for (size_t i = 0; i < n; i++) dst[i] = (uint8_t)ts_rng_next(&seed);
 }
 
 static void sample_kvs(tb *b)
@@ -1307,20 +1300,8 @@ static uint8_t *read_fixture(const char *rel, size_t *size)
     if (!root) root = "/work/shared/fixtures/real";
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", root, rel);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (getenv("CI")) fail_msg("fixture %s missing (CI is set)", path);
-        return NULL;
-    }
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long n = ftell(f);
-    assert_true(n >= 0);
-    assert_int_equal(fseek(f, 0, SEEK_SET), 0);
-    uint8_t *p = malloc((size_t)n + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *size = (size_t)n;
+    uint8_t *p = ts_read_file(path, size);
+    if (!p && getenv("CI")) fail_msg("fixture %s missing (CI is set)", path);
     return p;
 }
 

@@ -40,6 +40,7 @@
 #include "io/gguf.h"
 #include "ops/convert.h"
 #include "ops/gguf_names.h"
+#include "support.h"
 
 #define U_F32 (1.001 * 0x1p-24)
 #define U_F16 (1.001 * (2 * 0x1p-11 + 0x1p-22))
@@ -50,16 +51,13 @@ static char tmpdir[256];
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_gguf_adapter.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return ts_tmpdir_create(tmpdir, sizeof tmpdir, "test_gguf_adapter");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return ts_tmpdir_remove(tmpdir);
 }
 
 /* A ring of 64 paths: enough that none is reused while a test holds it. */
@@ -69,30 +67,6 @@ static const char *tpath(const char *name)
     static int k;
     char *p = buf[k++ % 64];
     snprintf(p, 512, "%s/%s", tmpdir, name);
-    return p;
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-    assert_int_equal(fclose(f), 0);
-}
-
-static uint8_t *read_all(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long n = ftell(f);
-    assert_true(n >= 0);
-    assert_int_equal(fseek(f, 0, SEEK_SET), 0);
-    uint8_t *p = malloc((size_t)n + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *size = (size_t)n;
     return p;
 }
 
@@ -106,18 +80,10 @@ static int exists(const char *path)
 /* building .lora adapters                                                  */
 /* ------------------------------------------------------------------------ */
 
-static uint64_t rng_next(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* +-[0.1, 1]: no F16 subnormals, no zeros. */
 static float rng_value(uint64_t *s)
 {
-    uint64_t r = rng_next(s);
+    uint64_t r = ts_rng_next(s);
     float u = (float)((r >> 11) * 0x1p-53);
     return (r & 1 ? -1.0f : 1.0f) * (0.1f + 0.9f * u);
 }
@@ -396,7 +362,7 @@ static lora_status export_buf(const void *buf, size_t size, const char *path, co
 static lora_gguf *parse_file(const char *path, uint8_t **data)
 {
     size_t size;
-    *data = read_all(path, &size);
+    *data = ts_read_file(path, &size);
     assert_non_null(*data);
     lora_gguf *g = NULL;
     lora_error e;
@@ -617,7 +583,7 @@ static void test_llama_export(void **state)
     void *buf;
     size_t size;
     build(llama_mods, N_LLAMA, NULL, 1, &buf, &size);
-    write_text(tpath("llama.json"), llama_config);
+    ts_write_text(tpath("llama.json"), llama_config);
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
     o.base_config = tpath("llama.json");
     lora_error e;
@@ -709,7 +675,7 @@ static void test_llama_export(void **state)
     const char *again = tpath("llama2.gguf");
     assert_int_equal(export_buf(back_buf, back_size, again, &plain, &e), LORA_OK);
     size_t s1, s2;
-    uint8_t *f1 = read_all(out, &s1), *f2 = read_all(again, &s2);
+    uint8_t *f1 = ts_read_file(out, &s1), *f2 = ts_read_file(again, &s2);
     assert_int_equal(s1, s2);
     assert_memory_equal(f1, f2, s1);
     free(f1);
@@ -893,7 +859,7 @@ static void test_gptneox_qkv(void **state)
         LIN("gpt_neox.layers.2.mlp.dense_h_to_4h", 2, 32, 64, 16, "blk.2.ffn_up.weight"),
         LIN("embed_out", 2, 32, 40, 16, "output.weight"),
     };
-    write_text(tpath("neox.json"), "{\"model_type\": \"gpt_neox\", \"num_attention_heads\": 4, \"hidden_size\": 16}");
+    ts_write_text(tpath("neox.json"), "{\"model_type\": \"gpt_neox\", \"num_attention_heads\": 4, \"hidden_size\": 16}");
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
     lora_error e;
     void *buf;
@@ -930,7 +896,7 @@ static void test_dtypes(void **state)
     };
     char cfg[512];
     snprintf(cfg, sizeof cfg, "%s", tpath("llama.json"));
-    write_text(cfg, llama_config);
+    ts_write_text(cfg, llama_config);
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
     o.base_config = cfg;
     lora_reader *back;
@@ -1120,7 +1086,7 @@ static void test_gguf_py_layout(void **state)
     /* convert_lora_to_gguf.py writes no head count: q_proj needs the config */
     assert_int_equal(import_file(path, &o, &buf, &size, &e), LORA_E_INVALID_ARGUMENT);
     assert_non_null(strstr(e.detail, "--base-config"));
-    write_text(tpath("cfg.json"), "{\"model_type\": \"llama\", \"num_attention_heads\": 4, \"hidden_size\": 10}");
+    ts_write_text(tpath("cfg.json"), "{\"model_type\": \"llama\", \"num_attention_heads\": 4, \"hidden_size\": 10}");
     o.base_config = tpath("cfg.json");
     assert_int_equal(import_file(path, &o, &buf, &size, &e), LORA_OK);
     lora_reader *r = open_buf(buf, size);
@@ -1304,10 +1270,10 @@ static void test_refuse_names_and_arch(void **state)
     assert_int_equal(export_buf(buf, size, out, &o, &e), LORA_E_INVALID_ARGUMENT);
     assert_non_null(strstr(e.detail, "llama-family q_proj/k_proj export needs the head counts"));
     /* a head count the rows do not split into */
-    write_text(tpath("bad.json"), "{\"model_type\": \"llama\", \"num_attention_heads\": 5}");
+    ts_write_text(tpath("bad.json"), "{\"model_type\": \"llama\", \"num_attention_heads\": 5}");
     o.base_config = tpath("bad.json");
     assert_int_equal(export_buf(buf, size, out, &o, &e), LORA_E_BAD_SHAPE);
-    write_text(tpath("bad.json"), "{\"model_type\": \"llama\", \"num_attention_heads\": \"4\"}");
+    ts_write_text(tpath("bad.json"), "{\"model_type\": \"llama\", \"num_attention_heads\": \"4\"}");
     assert_int_equal(export_buf(buf, size, out, &o, &e), LORA_E_BAD_JSON);
     free(buf);
 }
@@ -1510,7 +1476,7 @@ static void test_alloc_failures(void **state)
     char cfg[512], out[512];
     snprintf(cfg, sizeof cfg, "%s", tpath("llama.json"));
     snprintf(out, sizeof out, "%s", tpath("oom.gguf"));
-    write_text(cfg, llama_config);
+    ts_write_text(cfg, llama_config);
     fail_alloc f;
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
     o.base_config = cfg;
@@ -1591,7 +1557,7 @@ static void real_peft(const char *dir, const char *arch, const char *config, con
     lora_writer_free(w);
     o.arch = arch;
     if (config) {
-        write_text(tpath("real.json"), config);
+        ts_write_text(tpath("real.json"), config);
         o.base_config = tpath("real.json");
     }
     const char *out = tpath("real.gguf");

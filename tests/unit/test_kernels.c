@@ -28,47 +28,19 @@
 
 #include "kernels/kernels.h"
 #include "lora.h"
+#include "support.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static uint64_t rng_next(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static float rng_uniform(uint64_t *s, float lo, float hi)
 {
-    return lo + (hi - lo) * (float)((double)(rng_next(s) >> 11) / 9007199254740992.0);
-}
-
-static uint32_t fbits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static float bitsf(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    assert_non_null(p);
-    return p;
+    return lo + (hi - lo) * (float)((double)(ts_rng_next(s) >> 11) / 9007199254740992.0);
 }
 
 /* A heap copy of exactly `size` bytes, so ASan sees any read past the end. */
 static void *dup_exact(const void *src, size_t size)
 {
-    void *p = xmalloc(size);
+    void *p = ts_xmalloc(size);
     if (size) memcpy(p, src, size);
     return p;
 }
@@ -102,7 +74,7 @@ static void expect_same_u16(const char *what, const char *isa, const uint16_t *w
     for (size_t i = 0; i < n; i++)
         if (want[i] != got[i])
             fail_msg("%s [%s] element %zu (input 0x%08x): ref 0x%04x, got 0x%04x", what, isa, i,
-                     inputs ? (unsigned)fbits(inputs[i]) : 0u, want[i], got[i]);
+                     inputs ? (unsigned)ts_fbits(inputs[i]) : 0u, want[i], got[i]);
 }
 
 /* ---- float64 oracles ------------------------------------------------------ */
@@ -144,7 +116,7 @@ static double rne_oracle(double x, int mbits, int emin, double maxf)
 
 static void check_f16_narrow_oracle(float f, uint16_t h)
 {
-    uint32_t u = fbits(f);
+    uint32_t u = ts_fbits(f);
     if (isnan(f)) {
         uint16_t want = (uint16_t)(((u >> 16) & 0x8000) | 0x7e00 | ((u >> 13) & 0x3ff));
         if (h != want) fail_msg("f32->f16 NaN 0x%08x: got 0x%04x want 0x%04x", (unsigned)u, h, want);
@@ -158,7 +130,7 @@ static void check_f16_narrow_oracle(float f, uint16_t h)
 
 static void check_bf16_narrow_oracle(float f, uint16_t b)
 {
-    uint32_t u = fbits(f);
+    uint32_t u = ts_fbits(f);
     if (isnan(f)) {
         uint16_t want = (uint16_t)((u >> 16) | 0x40);
         if (b != want) fail_msg("f32->bf16 NaN 0x%08x: got 0x%04x want 0x%04x", (unsigned)u, b, want);
@@ -209,9 +181,9 @@ static void build_narrow_inputs(void)
 {
     const size_t nrand = 1u << 20, stride = 4099;
     size_t cap = sizeof k_edges / 4 + 6 * 0x7c00 + 6 * 0x7f80 + (0x100000000ull / stride + 1) + nrand;
-    g_narrow = xmalloc(cap * sizeof(float));
+    g_narrow = ts_xmalloc(cap * sizeof(float));
     size_t k = 0;
-    for (size_t i = 0; i < sizeof k_edges / 4; i++) narrow_push(&k, bitsf(k_edges[i]));
+    for (size_t i = 0; i < sizeof k_edges / 4; i++) narrow_push(&k, ts_bitsf(k_edges[i]));
     for (uint32_t h = 0; h < 0x7c00; h++) { /* midpoint to the next f16 (65520 after 65504) */
         int e = (int)(h >> 10);
         push_mid3(&k, f16_value((uint16_t)h) + ldexp(1.0, (e ? e : 1) - 26));
@@ -220,12 +192,12 @@ static void build_narrow_inputs(void)
         int e = (int)(b >> 7);
         push_mid3(&k, bf16_value((uint16_t)b) + ldexp(1.0, (e ? e : 1) - 135));
     }
-    for (uint64_t u = 0; u < 0x100000000ull; u += stride) narrow_push(&k, bitsf((uint32_t)u));
+    for (uint64_t u = 0; u < 0x100000000ull; u += stride) narrow_push(&k, ts_bitsf((uint32_t)u));
     uint64_t s = 0x5eed0001;
     for (size_t i = 0; i < nrand; i++) {
-        uint32_t u = (uint32_t)rng_next(&s);
+        uint32_t u = (uint32_t)ts_rng_next(&s);
         if (i & 1) u = (u & 0x807fffffu) | ((100u + (u >> 8) % 48u) << 23); /* 2^-27 .. 2^20 */
-        narrow_push(&k, bitsf(u));
+        narrow_push(&k, ts_bitsf(u));
     }
     assert_true(k <= cap);
     g_narrow_n = k;
@@ -236,12 +208,12 @@ static void build_narrow_inputs(void)
 static void test_ref_f16_widen_oracle(void **state)
 {
     (void)state;
-    uint16_t *in = xmalloc(65536 * 2);
-    float *out = xmalloc(65536 * 4);
+    uint16_t *in = ts_xmalloc(65536 * 2);
+    float *out = ts_xmalloc(65536 * 4);
     for (uint32_t i = 0; i < 65536; i++) in[i] = (uint16_t)i;
     lora_kernels_ref.f16_to_f32(in, out, 65536);
     for (uint32_t h = 0; h < 65536; h++) {
-        uint32_t u = fbits(out[h]);
+        uint32_t u = ts_fbits(out[h]);
         if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) { /* NaN: quieted, payload shifted up, sign kept */
             uint32_t want = ((h & 0x8000u) << 16) | 0x7fc00000u | ((h & 0x3ffu) << 13);
             if (u != want) fail_msg("f16 0x%04x: got 0x%08x want 0x%08x", h, (unsigned)u, (unsigned)want);
@@ -258,12 +230,12 @@ static void test_ref_f16_widen_oracle(void **state)
 static void test_ref_bf16_widen_oracle(void **state)
 {
     (void)state;
-    uint16_t *in = xmalloc(65536 * 2);
-    float *out = xmalloc(65536 * 4);
+    uint16_t *in = ts_xmalloc(65536 * 2);
+    float *out = ts_xmalloc(65536 * 4);
     for (uint32_t i = 0; i < 65536; i++) in[i] = (uint16_t)i;
     lora_kernels_ref.bf16_to_f32(in, out, 65536);
     for (uint32_t b = 0; b < 65536; b++) {
-        uint32_t u = fbits(out[b]);
+        uint32_t u = ts_fbits(out[b]);
         if ((b & 0x7f80) == 0x7f80 && (b & 0x7f)) { /* NaN: the bits move up unchanged */
             if (u != b << 16) fail_msg("bf16 0x%04x: got 0x%08x", b, (unsigned)u);
             continue;
@@ -279,7 +251,7 @@ static void test_ref_bf16_widen_oracle(void **state)
 static void test_ref_narrow_oracle(void **state)
 {
     (void)state;
-    uint16_t *h = xmalloc(g_narrow_n * 2), *b = xmalloc(g_narrow_n * 2);
+    uint16_t *h = ts_xmalloc(g_narrow_n * 2), *b = ts_xmalloc(g_narrow_n * 2);
     lora_kernels_ref.f32_to_f16(g_narrow, h, g_narrow_n);
     lora_kernels_ref.f32_to_bf16(g_narrow, b, g_narrow_n);
     for (size_t i = 0; i < g_narrow_n; i++) {
@@ -318,7 +290,7 @@ static void test_ref_narrow_known(void **state)
         {0x7fc00000, 0x7e00, 0x7fc0},
     };
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
-        float f = bitsf(k[i].in);
+        float f = ts_bitsf(k[i].in);
         uint16_t h, b;
         lora_kernels_ref.f32_to_f16(&f, &h, 1);
         lora_kernels_ref.f32_to_bf16(&f, &b, 1);
@@ -337,7 +309,7 @@ static void test_nf4_code_book(void **state)
                                    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f,
                                    0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
                                    0.7229568362236023f, 1.0f};
-    for (int i = 0; i < 16; i++) assert_int_equal(fbits(lora_nf4_code[i]), fbits(want[i]));
+    for (int i = 0; i < 16; i++) assert_int_equal(ts_fbits(lora_nf4_code[i]), ts_fbits(want[i]));
 }
 
 static void test_ref_dequant_hand(void **state)
@@ -352,10 +324,10 @@ static void test_ref_dequant_hand(void **state)
     float x[3 * 64];
     lora_kernels_ref.q8_0_to_f32(q8, x, 3);
     const float w8[] = {0.5f, -0.5f, 63.5f, -64.0f, 0.0f, 1.5f};
-    for (int i = 0; i < 6; i++) assert_int_equal(fbits(x[i]), fbits(w8[i]));
-    for (int i = 6; i < 32; i++) assert_int_equal(fbits(x[i]), 0);
-    assert_int_equal(fbits(x[32]), fbits(ldexpf(3.0f, -24)));
-    assert_int_equal(fbits(x[33]), fbits(-ldexpf(1.0f, -17)));
+    for (int i = 0; i < 6; i++) assert_int_equal(ts_fbits(x[i]), ts_fbits(w8[i]));
+    for (int i = 6; i < 32; i++) assert_int_equal(ts_fbits(x[i]), 0);
+    assert_int_equal(ts_fbits(x[32]), ts_fbits(ldexpf(3.0f, -24)));
+    assert_int_equal(ts_fbits(x[33]), ts_fbits(-ldexpf(1.0f, -17)));
     assert_true(isnan(x[64]));      /* 0 * -Inf */
     assert_true(isinf(x[65]) && x[65] < 0);
     assert_true(isinf(x[66]) && x[66] > 0);
@@ -379,9 +351,9 @@ static void test_ref_dequant_hand(void **state)
     nf[4] = 0xf0, nf[5] = 0x7f, nf[6] = 0x8e;
     lora_kernels_ref.nf4_to_f32(nf, x, 1, 64);
     assert_true(x[0] == 0.5f && x[1] == -0.5f && x[2] == 0.0f && x[3] == 0.5f);
-    assert_int_equal(fbits(x[4]), fbits(ldexpf(0.07958029955625534f, -1)));
-    assert_int_equal(fbits(x[5]), fbits(ldexpf(0.7229568362236023f, -1)));
-    for (int i = 6; i < 64; i++) assert_int_equal(fbits(x[i]), 0);
+    assert_int_equal(ts_fbits(x[4]), ts_fbits(ldexpf(0.07958029955625534f, -1)));
+    assert_int_equal(ts_fbits(x[5]), ts_fbits(ldexpf(0.7229568362236023f, -1)));
+    for (int i = 6; i < 64; i++) assert_int_equal(ts_fbits(x[i]), 0);
 }
 
 static void test_ref_quant_hand(void **state)
@@ -454,9 +426,9 @@ static void fill_quant_input(uint64_t *s, float *x, size_t n, size_t block)
 {
     static const float scales[] = {1e-3f, 0.37f, 1.0f, 55.0f, 3000.0f};
     for (size_t b = 0; b < n / block; b++) {
-        float sc = scales[rng_next(s) % 5];
+        float sc = scales[ts_rng_next(s) % 5];
         for (size_t j = 0; j < block; j++) {
-            uint64_t r = rng_next(s);
+            uint64_t r = ts_rng_next(s);
             x[b * block + j] = (r & 15) == 0 ? 0.0f : rng_uniform(s, -sc, sc);
         }
     }
@@ -476,8 +448,8 @@ static void test_ref_quant_roundtrip_bounds(void **state)
     (void)state;
     const size_t nb = 4000;
     uint64_t s = 0x5eed0002;
-    float *x = xmalloc(nb * 64 * 4), *y = xmalloc(nb * 64 * 4);
-    uint8_t *q = xmalloc(nb * 36);
+    float *x = ts_xmalloc(nb * 64 * 4), *y = ts_xmalloc(nb * 64 * 4);
+    uint8_t *q = ts_xmalloc(nb * 36);
 
     fill_quant_input(&s, x, nb * 32, 32);
     lora_kernels_ref.f32_to_q8_0(x, q, nb);
@@ -514,7 +486,7 @@ static void test_ref_quant_roundtrip_bounds(void **state)
     for (size_t b = 0; b < nb; b++) {
         float absmax = 0;
         for (int j = 0; j < 64; j++) absmax = fmaxf(absmax, fabsf(x[b * 64 + j]));
-        assert_int_equal(fbits(absmax), (uint32_t)q[b * 36] | (uint32_t)q[b * 36 + 1] << 8 |
+        assert_int_equal(ts_fbits(absmax), (uint32_t)q[b * 36] | (uint32_t)q[b * 36 + 1] << 8 |
                                             (uint32_t)q[b * 36 + 2] << 16 | (uint32_t)q[b * 36 + 3] << 24);
         for (int j = 0; j < 64; j++) {
             double xv = x[b * 64 + j], e = fabs(xv - y[b * 64 + j]);
@@ -572,8 +544,8 @@ static void test_isa_widen_exhaustive(void **state)
     (void)state;
     const lora_kernels *t[LORA_ISA_COUNT_];
     size_t nt = isa_tables(t);
-    uint16_t *in = xmalloc(65536 * 2 + 8);
-    uint32_t *want = xmalloc(65536 * 4 + 16), *got = xmalloc(65536 * 4 + 16);
+    uint16_t *in = ts_xmalloc(65536 * 2 + 8);
+    uint32_t *want = ts_xmalloc(65536 * 4 + 16), *got = ts_xmalloc(65536 * 4 + 16);
     for (uint32_t i = 0; i < 65536; i++) in[i] = (uint16_t)i;
     for (int which = 0; which < 2; which++) {
         void (*ref)(const uint16_t *, float *, size_t) = which ? lora_kernels_ref.bf16_to_f32 : lora_kernels_ref.f16_to_f32;
@@ -605,7 +577,7 @@ static void test_isa_narrow(void **state)
     (void)state;
     const lora_kernels *t[LORA_ISA_COUNT_];
     size_t nt = isa_tables(t), n = g_narrow_n;
-    uint16_t *want = xmalloc(n * 2 + 16), *got = xmalloc(n * 2 + 16);
+    uint16_t *want = ts_xmalloc(n * 2 + 16), *got = ts_xmalloc(n * 2 + 16);
     for (int which = 0; which < 2; which++) {
         const char *what = which ? "f32->bf16" : "f32->f16";
         (which ? lora_kernels_ref.f32_to_bf16 : lora_kernels_ref.f32_to_f16)(g_narrow, want, n);
@@ -635,13 +607,13 @@ typedef void (*dequant_fn)(const uint8_t *, float *, size_t);
  * subnormal included) or ordinary magnitudes. */
 static void fill_blocks(uint64_t *s, uint8_t *p, size_t nblocks, size_t bytes, int nf4)
 {
-    for (size_t i = 0; i < nblocks * bytes; i++) p[i] = (uint8_t)rng_next(s);
+    for (size_t i = 0; i < nblocks * bytes; i++) p[i] = (uint8_t)ts_rng_next(s);
     for (size_t b = 0; b < nblocks; b++) {
         uint8_t *blk = p + b * bytes;
-        uint64_t r = rng_next(s);
+        uint64_t r = ts_rng_next(s);
         if (r % 3 == 0) continue; /* keep the random scale bits */
         if (nf4) {
-            uint32_t u = (r % 7 == 1) ? 0 : fbits(rng_uniform(s, 0.0f, 100.0f));
+            uint32_t u = (r % 7 == 1) ? 0 : ts_fbits(rng_uniform(s, 0.0f, 100.0f));
             blk[0] = (uint8_t)u, blk[1] = (uint8_t)(u >> 8), blk[2] = (uint8_t)(u >> 16), blk[3] = (uint8_t)(u >> 24);
         } else {
             uint16_t h = (uint16_t)(0x1000 + (r >> 8) % 0x3000); /* about 2^-11 .. 2^4, either sign */
@@ -657,8 +629,8 @@ static void test_isa_dequant(void **state)
     const lora_kernels *t[LORA_ISA_COUNT_];
     size_t nt = isa_tables(t), cases = 0;
     const size_t maxb = 67;
-    uint8_t *raw = xmalloc(maxb * 36 + 1);
-    uint32_t *want = xmalloc(maxb * 64 * 4), *got = xmalloc((maxb * 64 + 4) * 4);
+    uint8_t *raw = ts_xmalloc(maxb * 36 + 1);
+    uint32_t *want = ts_xmalloc(maxb * 64 * 4), *got = ts_xmalloc((maxb * 64 + 4) * 4);
     uint64_t s = 0x5eed0003;
     /* NF4 (every block size) is covered in test_quant_kernels.c. */
     for (int dt = 0; dt < 2; dt++) {
@@ -704,9 +676,9 @@ static void test_count_nonfinite(void **state)
     for (size_t n = 1; n <= 70; n++)
         for (size_t pos = 0; pos < n; pos++)
             for (size_t sp = 0; sp < sizeof specials / 4; sp++) {
-                for (size_t i = 0; i < n; i++) buf[1 + i] = bitsf(finite[(i + pos + sp) % 8]);
-                buf[0] = buf[1 + n] = bitsf(0x7f800000); /* just outside: must not count */
-                buf[1 + pos] = bitsf(specials[sp]);
+                for (size_t i = 0; i < n; i++) buf[1 + i] = ts_bitsf(finite[(i + pos + sp) % 8]);
+                buf[0] = buf[1 + n] = ts_bitsf(0x7f800000); /* just outside: must not count */
+                buf[1 + pos] = ts_bitsf(specials[sp]);
                 float *exact = dup_exact(buf + 1, n * 4);
                 for (size_t k = 0; k <= nt; k++) {
                     assert_int_equal(all[k]->count_nonfinite_f32(exact, n), 1);
@@ -714,7 +686,7 @@ static void test_count_nonfinite(void **state)
                     if (n > 1) { /* a second one at the far end (or start) */
                         size_t other = pos == n - 1 ? 0 : n - 1;
                         float keep = buf[1 + other];
-                        buf[1 + other] = bitsf(specials[(sp + 1) % 6]);
+                        buf[1 + other] = ts_bitsf(specials[(sp + 1) % 6]);
                         assert_int_equal(all[k]->count_nonfinite_f32(buf + 1, n), 2);
                         buf[1 + other] = keep;
                     }
@@ -725,12 +697,12 @@ static void test_count_nonfinite(void **state)
     /* Long random arrays, about 1% non-finite, against a plain isfinite() count. */
     uint64_t s = 0x5eed0004;
     size_t big = 100003;
-    float *x = xmalloc(big * 4);
+    float *x = ts_xmalloc(big * 4);
     for (int rep = 0; rep < 4; rep++) {
         for (size_t i = 0; i < big; i++) {
-            uint64_t r = rng_next(&s);
+            uint64_t r = ts_rng_next(&s);
             uint32_t u = (r % 97 == 0) ? specials[(r >> 32) % 6] | (uint32_t)(r >> 40 & 0x3ff) : (uint32_t)r & 0x7f7fffff;
-            x[i] = bitsf(u);
+            x[i] = ts_bitsf(u);
         }
         size_t expect = 0; /* over x[rep..big), so the vector loop starts unaligned */
         for (size_t i = rep; i < big; i++) expect += !isfinite(x[i]);

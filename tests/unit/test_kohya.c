@@ -32,34 +32,24 @@
 #include "kernels/ref/fp_scalar.h"
 #include "ops/convert.h"
 #include "ops/kohya_names.h"
+#include "support.h"
 
 /* ------------------------------------------------------------------------ */
 /* helpers                                                                  */
 /* ------------------------------------------------------------------------ */
-
-static uint64_t rng_next(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
 
 static char tmpdir[64];
 
 static int setup_dir(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/test_kohya.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return ts_tmpdir_create(tmpdir, sizeof tmpdir, "test_kohya");
 }
 
 static int teardown_dir(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return ts_tmpdir_remove(tmpdir);
 }
 
 static const char *tpath(const char *name)
@@ -71,40 +61,11 @@ static const char *tpath(const char *name)
     return buf[k];
 }
 
-static uint8_t *read_whole(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)n + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *size = (size_t)n;
-    return p;
-}
-
-static void write_whole(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
-static const char *fixtures_dir(void)
-{
-    const char *d = getenv("LORA_FIXTURES_DIR");
-    return d && *d ? d : "/work/shared/fixtures/real";
-}
-
 /* The fixture file, or skip (fail under CI). */
 static const char *need_fixture(const char *rel)
 {
     static char buf[4096];
-    snprintf(buf, sizeof buf, "%s/%s", fixtures_dir(), rel);
+    snprintf(buf, sizeof buf, "%s/%s", ts_fixtures_dir(), rel);
     struct stat st;
     if (stat(buf, &st) == 0 && S_ISREG(st.st_mode)) return buf;
     if (getenv("CI")) fail_msg("fixture %s is missing and CI is set", buf);
@@ -198,7 +159,7 @@ static void fill_random(tspec *t, uint64_t *seed)
     t->data = malloc(t->size ? t->size : 1);
     assert_non_null(t->data);
     for (size_t i = 0; i < n; i++) {
-        uint64_t r = rng_next(seed);
+        uint64_t r = ts_rng_next(seed);
         if (strcmp(t->dtype, "F16") == 0) {
             uint16_t h = (uint16_t)(((r >> 63) << 15) | ((5 + (r >> 8) % 16) << 10) | (r & 0x3ff));
             lora_fmt_wr16(t->data + 2 * i, h);
@@ -475,14 +436,7 @@ static void test_round_trip(void **state)
         close_image(r, buf);
         /* Every tensor, name, dtype, alpha (F16 and BF16 and F32, and the
          * missing one still missing) and the __metadata__: the whole file. */
-        size_t na, nb;
-        uint8_t *a = read_whole(in, &na), *b = read_whole(out, &nb);
-        assert_non_null(a);
-        assert_non_null(b);
-        assert_int_equal(na, nb);
-        assert_memory_equal(a, b, na);
-        free(a);
-        free(b);
+        ts_assert_same_file(in, out);
         /* And tensor by tensor, through the reader. */
         lora_st_file *f = NULL;
         assert_int_equal(lora_st_open(out, NULL, &f, &e), LORA_OK);
@@ -859,17 +813,17 @@ static void test_refuse_bad_files(void **state)
     static const char lfs[] = "version https://git-lfs.github.com/spec/v1\n"
                               "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
                               "size 12345\n";
-    write_whole(p, lfs, sizeof lfs - 1);
+    ts_write_file(p, lfs, sizeof lfs - 1);
     expect_refusal(p, 0, LORA_E_LFS_POINTER, "Git LFS pointer", "fetch");
     /* Truncated by one byte, and cut inside the header. */
     tspec t[SYN_COUNT];
     make_synthetic(p, 3, t);
     free_specs(t, SYN_COUNT);
     size_t n;
-    uint8_t *all = read_whole(p, &n);
-    write_whole(p, all, n - 1);
+    uint8_t *all = ts_read_file(p, &n);
+    ts_write_file(p, all, n - 1);
     expect_refusal(p, 0, LORA_E_TRUNCATED, NULL, NULL);
-    write_whole(p, all, 100);
+    ts_write_file(p, all, 100);
     expect_refusal(p, 0, LORA_E_TRUNCATED, NULL, NULL);
     free(all);
     /* Rank mismatch between A and B. */
@@ -946,7 +900,7 @@ static void test_alpha_zero(void **state)
     assert_true(warned(&w, "lora_unet_y", "alpha 0 written"));
     close_image(r, buf);
     size_t na, nb;
-    uint8_t *a = read_whole(p, &na), *b = read_whole(out, &nb);
+    uint8_t *a = ts_read_file(p, &na), *b = ts_read_file(out, &nb);
     assert_int_equal(na, nb);
     assert_memory_equal(a, b, na);
     free(a);
@@ -1005,8 +959,8 @@ static lora_reader *build_image(const mspec *ms, size_t n, int with_tensor, void
         }
         float va[64], vb[64];
         for (int k = 0; k < 64; k++) {
-            va[k] = (float)(rng_next(&seed) % 64) / 8.0f - 4.0f;
-            vb[k] = (float)(rng_next(&seed) % 64) / 8.0f - 4.0f;
+            va[k] = (float)(ts_rng_next(&seed) % 64) / 8.0f - 4.0f;
+            vb[k] = (float)(ts_rng_next(&seed) % 64) / 8.0f - 4.0f;
         }
         uint64_t na = s->rank * in, nb = out * s->rank;
         assert_int_equal(lora_writer_add_blob_f32(w, LORA_DTYPE_F32, nd, as, va, (size_t)na, 0, &d.blob_a), LORA_OK);
@@ -1157,8 +1111,8 @@ static void test_export_scaling(void **state)
     uint32_t nmany = 0, unreachable = 0;
     while (nmany < 64) {
         static const uint32_t ranks[4] = {3, 5, 7, 12};
-        uint32_t r = ranks[rng_next(&seed) % 4];
-        float s = (float)ldexp((double)(rng_next(&seed) >> 40) / 16777216.0 + 0.5, (int)(rng_next(&seed) % 16) - 8);
+        uint32_t r = ranks[ts_rng_next(&seed) % 4];
+        float s = (float)ldexp((double)(ts_rng_next(&seed) >> 40) / 16777216.0 + 0.5, (int)(ts_rng_next(&seed) % 16) - 8);
         if (!reachable(s, r)) {
             unreachable++;
             continue;
@@ -1289,14 +1243,14 @@ static void test_export_same_file(void **state)
     make_synthetic(in, 4, t);
     free_specs(t, SYN_COUNT);
     size_t n0, n1;
-    uint8_t *before = read_whole(in, &n0);
+    uint8_t *before = ts_read_file(in, &n0);
     lora_reader *r;
     void *buf;
     lora_error e;
     assert_int_equal(import(in, NULL, &r, &buf, &e), LORA_OK);
     assert_int_equal(export_image(r, in, NULL, in, &e), LORA_E_SAME_FILE);
     close_image(r, buf);
-    uint8_t *after = read_whole(in, &n1);
+    uint8_t *after = ts_read_file(in, &n1);
     assert_int_equal(n0, n1);
     assert_memory_equal(before, after, n0);
     free(before);
@@ -1371,7 +1325,7 @@ static void test_alloc_failures(void **state)
     }
     assert_true(ok_import && ok_export);
     size_t na, nb;
-    uint8_t *a = read_whole(in, &na), *b = read_whole(out, &nb);
+    uint8_t *a = ts_read_file(in, &na), *b = ts_read_file(out, &nb);
     assert_int_equal(na, nb);
     assert_memory_equal(a, b, na);
     free(a);

@@ -26,46 +26,18 @@
 
 #include "kernels/kernels.h"
 #include "kernels/merge_kernels.h"
+#include "support.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static uint64_t rng_next(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static double rng_unit(uint64_t *s) { return (double)(ts_rng_next(s) >> 11) / 9007199254740992.0; }
 
-static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) / 9007199254740992.0; }
-
-static size_t rng_range(uint64_t *s, size_t lo, size_t hi) { return lo + (size_t)(rng_next(s) % (hi - lo + 1)); }
+static size_t rng_range(uint64_t *s, size_t lo, size_t hi) { return lo + (size_t)(ts_rng_next(s) % (hi - lo + 1)); }
 
 static double rng_normal(uint64_t *s)
 {
     double u = rng_unit(s), v = rng_unit(s);
     return sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v);
-}
-
-static uint32_t fbits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static float bitsf(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    assert_non_null(p);
-    return p;
 }
 
 static size_t dsize(lora_mk_dtype t) { return t == LORA_MK_F32 ? 4 : 2; }
@@ -185,7 +157,7 @@ typedef struct {
 /* Pointer `off` elements into a fresh block of off + n elements: exact end. */
 static void *exact_block(void **base, size_t off, size_t n, size_t esize)
 {
-    *base = xmalloc((off + n) * esize);
+    *base = ts_xmalloc((off + n) * esize);
     return (uint8_t *)*base + off * esize;
 }
 
@@ -195,7 +167,7 @@ static float special_f32(uint64_t *s)
 {
     static const uint32_t k[] = {0x7fc00000, 0xffc00001, 0x7f800001, 0x7fa5a5a5, 0x7f800000, 0xff800000, 0x00000000,
                                  0x80000000, 0x00000001, 0x807fffff, 0x7f7fffff, 0xff7fffff, 0x477fe000, 0x477ff000};
-    return bitsf(k[rng_next(s) % (sizeof k / sizeof k[0])]);
+    return ts_bitsf(k[ts_rng_next(s) % (sizeof k / sizeof k[0])]);
 }
 
 /* Plausible values, with specials at rate `sp` (0..1). */
@@ -213,9 +185,9 @@ static void fill_base(mk_case *c, uint64_t *s, double sp)
         float f = gen_value(s, 0.5, sp);
         switch (j->w_dtype) {
         case LORA_MK_F32: ((float *)c->w)[i] = f; break;
-        case LORA_MK_F16: ((uint16_t *)c->w)[i] = sp > 0 && rng_unit(s) < sp ? (uint16_t)rng_next(s) : to_f16(f); break;
+        case LORA_MK_F16: ((uint16_t *)c->w)[i] = sp > 0 && rng_unit(s) < sp ? (uint16_t)ts_rng_next(s) : to_f16(f); break;
         case LORA_MK_BF16:
-            ((uint16_t *)c->w)[i] = sp > 0 && rng_unit(s) < sp ? (uint16_t)rng_next(s) : to_bf16(f);
+            ((uint16_t *)c->w)[i] = sp > 0 && rng_unit(s) < sp ? (uint16_t)ts_rng_next(s) : to_bf16(f);
             break;
         }
     }
@@ -237,13 +209,13 @@ static void case_random(mk_case *c, uint64_t *s, size_t max_rows, size_t min_col
     j->rows = rng_range(s, 1, max_rows);
     j->cols = rng_range(s, min_cols, max_cols);
     j->r = rng_range(s, 0, max_r);
-    c->wd = (int)(rng_next(s) % 4) - 1;
-    j->out_dtype = (lora_mk_dtype)(rng_next(s) % 3);
-    j->scale_mode = (lora_mk_scale)(rng_next(s) % 5);
+    c->wd = (int)(ts_rng_next(s) % 4) - 1;
+    j->out_dtype = (lora_mk_dtype)(ts_rng_next(s) % 3);
+    j->scale_mode = (lora_mk_scale)(ts_rng_next(s) % 5);
     if (c->wd < 0 && (j->scale_mode == LORA_MK_SCALE_ROW_FIRST || j->scale_mode == LORA_MK_SCALE_COL_FIRST))
         j->scale_mode = LORA_MK_SCALE_ROW;
-    j->subtract = (int)(rng_next(s) & 1);
-    int pad = rng_next(s) & 1;
+    j->subtract = (int)(ts_rng_next(s) & 1);
+    int pad = ts_rng_next(s) & 1;
     j->w_stride = j->cols + (pad ? rng_range(s, 0, 9) : 0);
     j->out_stride = j->cols + (pad ? rng_range(s, 0, 9) : 0);
     j->a_stride = j->cols + (pad ? rng_range(s, 0, 5) : 0);
@@ -261,7 +233,7 @@ static void case_random(mk_case *c, uint64_t *s, size_t max_rows, size_t min_col
     float *a = exact_block((void **)&c->a_base, rng_range(s, 0, 15), an, 4);
     for (size_t i = 0; i < an; i++) a[i] = gen_value(s, 0.3, sp / 16);
     j->a = a;
-    if (rng_next(s) & 1) { /* float64 accumulation; bs stays NULL, so it must not be read */
+    if (ts_rng_next(s) & 1) { /* float64 accumulation; bs stays NULL, so it must not be read */
         double *bs64 = exact_block((void **)&c->bs64_base, rng_range(s, 0, 15), bn, 8);
         for (size_t i = 0; i < bn; i++) bs64[i] = gen_value(s, 0.3, sp / 16) * (1.0 + rng_unit(s) * 0x1p-30);
         j->bs64 = bs64;
@@ -350,7 +322,7 @@ static void test_fused_steps(void **state)
         lora_mk_job j = {.out = out32, .bs = bs, .a = a, .rows = 1, .cols = N, .r = 2, .out_stride = N, .bs_stride = 2,
                          .a_stride = N, .out_dtype = LORA_MK_F32};
         t[k]->apply(&j);
-        for (int c = 0; c < N; c++) assert_int_equal(fbits(out32[c]), fbits(1.0f + 0x1p-11f + 0x1p-23f));
+        for (int c = 0; c < N; c++) assert_int_equal(ts_fbits(out32[c]), ts_fbits(1.0f + 0x1p-11f + 0x1p-23f));
         /* float64 into f16 over a +0 base: D = 1 + 2^-11 + 2^-52, just above
          * the f16 midpoint 1 + 2^-11, so it rounds up (to odd, then RNE). */
         lora_mk_job j64 = {.w = zero16, .out = out16, .bs64 = bs64, .a = a, .rows = 1, .cols = N, .r = 2, .w_stride = N,
@@ -360,7 +332,7 @@ static void test_fused_steps(void **state)
         for (int c = 0; c < N; c++) assert_int_equal(out16[c], 0x3c01);
         j64.out = out32, j64.out_dtype = LORA_MK_F32; /* one RNE to fp32: 1 + 2^-11 */
         t[k]->apply(&j64);
-        for (int c = 0; c < N; c++) assert_int_equal(fbits(out32[c]), fbits(1.0f + 0x1p-11f));
+        for (int c = 0; c < N; c++) assert_int_equal(ts_fbits(out32[c]), ts_fbits(1.0f + 0x1p-11f));
     }
 }
 
@@ -463,9 +435,9 @@ static void test_ref_vs_float64(void **state)
                 for (int wd = 0; wd < 3; wd++) {
                     size_t rows = shapes[sh].rows, cols = shapes[sh].cols, r = shapes[sh].r;
                     lora_mk_job j = {0};
-                    void *w = xmalloc(rows * cols * 4), *out = xmalloc(rows * cols * 4);
-                    float *bs = xmalloc(rows * r * 4), *a = xmalloc(r * cols * 4);
-                    double *bs64 = xmalloc(rows * r * sizeof(double));
+                    void *w = ts_xmalloc(rows * cols * 4), *out = ts_xmalloc(rows * cols * 4);
+                    float *bs = ts_xmalloc(rows * r * 4), *a = ts_xmalloc(r * cols * 4);
+                    double *bs64 = ts_xmalloc(rows * r * sizeof(double));
                     realistic_job(&j, &s, w, bs, a, bs64, rows, cols, r, 0.02, shapes[sh].sb, 1.7, (lora_mk_dtype)wd);
                     j.out = out, j.out_dtype = (lora_mk_dtype)od;
                     if (acc64) j.bs = NULL, j.bs64 = bs64;
@@ -511,7 +483,7 @@ static void test_nan_inf_rules(void **state)
     for (int c = 0; c < N; c++) w[c] = to_f16((float)c), a[c] = 0.5f;
     w[0] = 0x7d01, w[1] = 0xfe0f, w[2] = 0x7c00, w[3] = 0xfc00, w[6] = 0x7c00;
     w[7] = 0x7bff, w[8] = 0x7bff, w[9] = 0x7c07;
-    a[4] = bitsf(0xff812345), a[5] = INFINITY, a[6] = -INFINITY, a[7] = 16.0f, a[8] = 15.0f, a[9] = NAN;
+    a[4] = ts_bitsf(0xff812345), a[5] = INFINITY, a[6] = -INFINITY, a[7] = 16.0f, a[8] = 15.0f, a[9] = NAN;
     uint16_t want[N];
     for (int c = 0; c < N; c++) want[c] = to_f16((float)c + 0.5f);
     want[0] = 0x7f01, want[1] = 0xfe0f, want[2] = 0x7c00, want[3] = 0xfc00, want[4] = 0x7e00, want[5] = 0x7c00;
@@ -536,16 +508,16 @@ static void test_nan_inf_rules(void **state)
          * (widened, quieted) payload. */
         j.out = o32, j.out_dtype = LORA_MK_F32;
         m->apply(&j);
-        assert_int_equal(fbits(o32[0]), 0x7fe02000u);
-        assert_int_equal(fbits(o32[4]), 0x7fc00000u);
-        assert_int_equal(fbits(o32[6]), 0x7fc00000u);
-        assert_int_equal(fbits(o32[7]), fbits(65520.0f));
+        assert_int_equal(ts_fbits(o32[0]), 0x7fe02000u);
+        assert_int_equal(ts_fbits(o32[4]), 0x7fc00000u);
+        assert_int_equal(ts_fbits(o32[6]), 0x7fc00000u);
+        assert_int_equal(ts_fbits(o32[7]), ts_fbits(65520.0f));
         /* A NaN scale: canonical, except where W is NaN. */
         float sc = NAN;
         j.scale = &sc, j.scale_mode = LORA_MK_SCALE_ROW;
         m->apply(&j);
-        assert_int_equal(fbits(o32[0]), 0x7fe02000u);
-        assert_int_equal(fbits(o32[12]), 0x7fc00000u);
+        assert_int_equal(ts_fbits(o32[0]), 0x7fe02000u);
+        assert_int_equal(ts_fbits(o32[12]), 0x7fc00000u);
         /* BF16 overflow: max finite + a big delta rounds to Inf; a signalling
          * NaN payload is quieted. */
         uint16_t wb[2] = {0x7f7f, 0xff81}, ob[2];
@@ -572,9 +544,9 @@ static void test_unmerge_roundtrip(void **state)
     size_t nt = all_tables(t);
     for (int wa = 0; wa < 6; wa++) {
         int wd = wa % 3, acc64 = wa >= 3;
-        void *w = xmalloc(rows * cols * 4), *m = xmalloc(rows * cols * 4), *u = xmalloc(rows * cols * 4);
-        float *bs = xmalloc(rows * r * 4), *a = xmalloc(r * cols * 4);
-        double *bs64 = xmalloc(rows * r * 8), worst = 0;
+        void *w = ts_xmalloc(rows * cols * 4), *m = ts_xmalloc(rows * cols * 4), *u = ts_xmalloc(rows * cols * 4);
+        float *bs = ts_xmalloc(rows * r * 4), *a = ts_xmalloc(r * cols * 4);
+        double *bs64 = ts_xmalloc(rows * r * 8), worst = 0;
         lora_mk_job j = {0};
         realistic_job(&j, &s, w, bs, a, bs64, rows, cols, r, 0.02, 0.02, 2.0, (lora_mk_dtype)wd);
         j.out_dtype = (lora_mk_dtype)wd;
@@ -623,10 +595,10 @@ static void test_dora(void **state)
     uint64_t s = 0xd02a;
     const lora_merge_kernels *t[LORA_ISA_COUNT_];
     size_t nt = all_tables(t);
-    uint16_t *w = xmalloc(rows * cols * 2), *out = xmalloc(rows * cols * 2), *back = xmalloc(rows * cols * 2);
-    float *v = xmalloc(rows * cols * 4), *bs = xmalloc(rows * r * 4), *a = xmalloc(r * cols * 4);
-    float *mag = xmalloc(rows * 4), *factor = xmalloc(rows * 4), *inv = xmalloc(rows * 4);
-    double *bs64 = xmalloc(rows * r * 8), *ss = xmalloc(rows * 8);
+    uint16_t *w = ts_xmalloc(rows * cols * 2), *out = ts_xmalloc(rows * cols * 2), *back = ts_xmalloc(rows * cols * 2);
+    float *v = ts_xmalloc(rows * cols * 4), *bs = ts_xmalloc(rows * r * 4), *a = ts_xmalloc(r * cols * 4);
+    float *mag = ts_xmalloc(rows * 4), *factor = ts_xmalloc(rows * 4), *inv = ts_xmalloc(rows * 4);
+    double *bs64 = ts_xmalloc(rows * r * 8), *ss = ts_xmalloc(rows * 8);
     lora_mk_job j = {0};
     realistic_job(&j, &s, w, bs, a, bs64, rows, cols, r, 0.02, 0.05, 1.0, LORA_MK_BF16);
     j.out = out;
@@ -658,7 +630,7 @@ static void test_dora(void **state)
         j.scale = NULL, j.scale_mode = LORA_MK_SCALE_NONE;
         for (size_t i = 0; i < rows; i++) {
             double norm = 0;
-            double *row = xmalloc(cols * 8);
+            double *row = ts_xmalloc(cols * 8);
             for (size_t c = 0; c < cols; c++) {
                 double d = bf16_value(w[i * cols + c]);
                 for (size_t kk = 0; kk < r; kk++) d += bs64[i * r + kk] * (double)a[kk * cols + c];
@@ -715,7 +687,7 @@ static int same_f64(double x, double y) { return (isnan(x) && isnan(y)) || memcm
 static void check_isa_case(mk_case *c, const lora_merge_kernels *const *t, size_t nt)
 {
     lora_mk_job *j = &c->job;
-    uint8_t *want = xmalloc(c->out_bytes);
+    uint8_t *want = ts_xmalloc(c->out_bytes);
     memset(j->out, 0xa5, c->out_bytes);
     lora_merge_kernels_ref.apply(j);
     memcpy(want, j->out, c->out_bytes);
@@ -725,7 +697,7 @@ static void check_isa_case(mk_case *c, const lora_merge_kernels *const *t, size_
         for (size_t p = (i * j->out_stride + j->cols) * es; p < (i + 1) * j->out_stride * es; p++)
             assert_int_equal(want[p], 0xa5);
     size_t nr = j->rows, ncol = j->cols;
-    double *rs_ref = xmalloc(nr * 8), *rs = xmalloc(nr * 8), *cs_ref = xmalloc(ncol * 8), *cs = xmalloc(ncol * 8);
+    double *rs_ref = ts_xmalloc(nr * 8), *rs = ts_xmalloc(nr * 8), *cs_ref = ts_xmalloc(ncol * 8), *cs = ts_xmalloc(ncol * 8);
     lora_merge_kernels_ref.row_sumsq(j, rs_ref);
     for (size_t q = 0; q < ncol; q++) cs_ref[q] = (double)q * 0.125;
     lora_merge_kernels_ref.col_sumsq(j, cs_ref);
@@ -809,9 +781,9 @@ static void test_split_invariance(void **state)
         lora_mk_job *j = &c.job;
         size_t es = dsize(j->out_dtype), wes = c.wd >= 0 ? dsize(j->w_dtype) : 0;
         int per_row = j->scale_mode == LORA_MK_SCALE_ROW || j->scale_mode == LORA_MK_SCALE_ROW_FIRST;
-        uint8_t *whole = xmalloc(c.out_bytes);
-        double *rs_whole = xmalloc(j->rows * 8), *rs = xmalloc(j->rows * 8);
-        double *cs_whole = xmalloc(j->cols * 8), *cs = xmalloc(j->cols * 8);
+        uint8_t *whole = ts_xmalloc(c.out_bytes);
+        double *rs_whole = ts_xmalloc(j->rows * 8), *rs = ts_xmalloc(j->rows * 8);
+        double *cs_whole = ts_xmalloc(j->cols * 8), *cs = ts_xmalloc(j->cols * 8);
         for (size_t k = 0; k < nt; k++) {
             memset(j->out, 0, c.out_bytes);
             t[k]->apply(j);
@@ -861,10 +833,10 @@ static void test_fan_in_fan_out_transpose(void **state)
     (void)state;
     const size_t out_f = 45, in_f = 77, r = 12;
     uint64_t s = 0xfa11;
-    uint16_t *w = xmalloc(out_f * in_f * 2), *wt = xmalloc(out_f * in_f * 2);
-    uint16_t *o = xmalloc(out_f * in_f * 2), *ot = xmalloc(out_f * in_f * 2);
-    float *bs = xmalloc(out_f * r * 4), *a = xmalloc(r * in_f * 4);
-    float *bst = xmalloc(out_f * r * 4), *at = xmalloc(r * in_f * 4);
+    uint16_t *w = ts_xmalloc(out_f * in_f * 2), *wt = ts_xmalloc(out_f * in_f * 2);
+    uint16_t *o = ts_xmalloc(out_f * in_f * 2), *ot = ts_xmalloc(out_f * in_f * 2);
+    float *bs = ts_xmalloc(out_f * r * 4), *a = ts_xmalloc(r * in_f * 4);
+    float *bst = ts_xmalloc(out_f * r * 4), *at = ts_xmalloc(r * in_f * 4);
     for (size_t i = 0; i < out_f * in_f; i++) w[i] = to_f16((float)(0.05 * rng_normal(&s)));
     for (size_t i = 0; i < out_f * r; i++) bs[i] = (float)(0.1 * rng_normal(&s));
     for (size_t i = 0; i < r * in_f; i++) a[i] = (float)(0.1 * rng_normal(&s));
@@ -876,7 +848,7 @@ static void test_fan_in_fan_out_transpose(void **state)
         for (size_t c = 0; c < in_f; c++) at[c * r + k] = a[k * in_f + c]; /* BS' = A^T [in][r] */
     /* float64: the products of two floats are exact, so the identity holds
      * there too when no scale is folded in. */
-    double *bs64 = xmalloc(out_f * r * 8), *at64 = xmalloc(in_f * r * 8);
+    double *bs64 = ts_xmalloc(out_f * r * 8), *at64 = ts_xmalloc(in_f * r * 8);
     for (size_t i = 0; i < out_f * r; i++) bs64[i] = bs[i];
     for (size_t i = 0; i < r * in_f; i++) at64[i] = at[i];
     const lora_merge_kernels *t[LORA_ISA_COUNT_];
@@ -945,8 +917,8 @@ static void test_in_place(void **state)
             j->w_dtype = (lora_mk_dtype)pairs[p][0], j->out_dtype = (lora_mk_dtype)pairs[p][1];
             j->out_stride = j->w_stride;
             size_t bytes = span(j->rows, j->w_stride, j->cols) * dsize(j->w_dtype);
-            uint8_t *sep = xmalloc(bytes), *inplace = xmalloc(bytes);
-            for (size_t b = 0; b < bytes; b++) inplace[b] = (uint8_t)rng_next(&s);
+            uint8_t *sep = ts_xmalloc(bytes), *inplace = ts_xmalloc(bytes);
+            for (size_t b = 0; b < bytes; b++) inplace[b] = (uint8_t)ts_rng_next(&s);
             memcpy(sep, inplace, bytes);
             j->w = inplace, j->out = sep;
             t[k]->apply(j);

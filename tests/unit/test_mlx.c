@@ -32,182 +32,12 @@
 #include "io/safetensors.h"
 #include "lora_ops.h"
 #include "ops/convert.h"
+#include "support.h"
 
 /* ------------------------------------------------------------------------ */
 /* helpers                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static uint64_t rng_next(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
-static const char *fixtures_dir(void)
-{
-    const char *d = getenv("LORA_FIXTURES_DIR");
-    return d && *d ? d : "/work/shared/fixtures/real";
-}
-
-static void need_fixtures(void)
-{
-    struct stat st;
-    if (stat(fixtures_dir(), &st) == 0 && S_ISDIR(st.st_mode)) return;
-    if (getenv("CI")) fail_msg("fixtures directory %s is missing and CI is set", fixtures_dir());
-    skip();
-}
-
-static char *fixture(const char *rel)
-{
-    static char buf[4][4096];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", fixtures_dir(), rel);
-    return buf[k];
-}
-
-static uint8_t *read_file(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)n + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *size = (size_t)n;
-    return p;
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-    assert_int_equal(fclose(f), 0);
-}
-
-static char *make_tmpdir(void)
-{
-    char tmpl[] = "/tmp/test_mlx.XXXXXX";
-    char *d = mkdtemp(tmpl);
-    assert_non_null(d);
-    return strdup(d);
-}
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
-static void rm_tree(char *dir)
-{
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    free(dir);
-}
-
-static char *join(const char *a, const char *b)
-{
-    static char buf[8][4096];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", a, b);
-    return buf[k];
-}
-
-/* An imported adapter: the .lora image and a reader over it. */
-typedef struct {
-    void *buf;
-    size_t size;
-    lora_reader *r;
-} imported;
-
-static lora_status import_with(lora_importer_fn fn, const char *path, const lora_convert_options *o, imported *out,
-                               lora_error *err)
-{
-    lora_writer *w = NULL;
-    memset(out, 0, sizeof *out);
-    assert_int_equal(lora_writer_create(NULL, &w), LORA_OK);
-    lora_status st = fn(path, o, w, err);
-    if (st == LORA_OK) {
-        uint64_t size = 0;
-        assert_int_equal(lora_writer_size(w, &size, err), LORA_OK);
-        out->buf = malloc((size_t)size);
-        assert_non_null(out->buf);
-        assert_int_equal(lora_writer_write_buffer(w, out->buf, (size_t)size, &out->size, err), LORA_OK);
-        assert_int_equal(lora_reader_open_buffer(out->buf, out->size, NULL, &out->r, err), LORA_OK);
-        assert_int_equal(lora_reader_verify(out->r, err), LORA_OK);
-    }
-    lora_writer_free(w);
-    return st;
-}
-
-static void imported_free(imported *m)
-{
-    lora_reader_free(m->r);
-    free(m->buf);
-    memset(m, 0, sizeof *m);
-}
-
-/* Warnings collected for inspection. */
-typedef struct {
-    int count;
-    char last[512];
-} warnings;
-
-static void collect(void *opaque, const char *msg)
-{
-    warnings *w = opaque;
-    w->count++;
-    snprintf(w->last, sizeof w->last, "%s", msg);
-}
-
-static lora_st_file *open_st(const char *path)
-{
-    lora_st_file *f = NULL;
-    lora_error e;
-    assert_int_equal(lora_st_open(path, NULL, &f, &e), LORA_OK);
-    return f;
-}
-
-/* Same tensors (names, dtypes, shapes, bytes), in any order. */
-static void assert_same_tensors(const char *a_path, const char *b_path)
-{
-    lora_st_file *a = open_st(a_path), *b = open_st(b_path);
-    assert_int_equal(a->tensor_count, b->tensor_count);
-    for (uint32_t i = 0; i < a->tensor_count; i++) {
-        const lora_st_tensor *x = &a->tensors[i];
-        uint32_t k = lora_st_find(b, x->name, x->name_length);
-        if (k == UINT32_MAX) fail_msg("tensor %s missing from %s", x->name, b_path);
-        const lora_st_tensor *y = &b->tensors[k];
-        assert_int_equal(x->dtype, y->dtype);
-        assert_int_equal(x->ndim, y->ndim);
-        for (uint32_t d = 0; d < x->ndim; d++) assert_int_equal(x->shape[d], y->shape[d]);
-        assert_int_equal(x->size, y->size);
-        assert_memory_equal(x->data, y->data, x->size);
-    }
-    lora_st_free(a);
-    lora_st_free(b);
-}
-
-static void assert_same_file(const char *a_path, const char *b_path)
-{
-    size_t na = 0, nb = 0;
-    uint8_t *a = read_file(a_path, &na), *b = read_file(b_path, &nb);
-    assert_non_null(a);
-    assert_non_null(b);
-    assert_int_equal(na, nb);
-    assert_memory_equal(a, b, na);
-    free(a);
-    free(b);
-}
-
-static int same_bits(float a, float b) { return memcmp(&a, &b, 4) == 0; }
 
 static float f32_at(const lora_st_tensor *t, uint64_t i)
 {
@@ -277,11 +107,11 @@ static float *decode(const lora_reader *r, uint32_t blob, uint64_t *numel)
     return v;
 }
 
-static void check_mlx_import(const imported *m, const mlx_fixture *fx)
+static void check_mlx_import(const ts_imported *m, const mlx_fixture *fx)
 {
     char rel[256];
     snprintf(rel, sizeof rel, "%s/adapters.safetensors", fx->dir);
-    lora_st_file *src = open_st(fixture(rel));
+    lora_st_file *src = ts_open_st(ts_fixture(rel));
     lora_file_info fi;
     lora_reader_file_info(m->r, &fi);
     assert_int_equal(fi.module_count, fx->modules);
@@ -302,8 +132,8 @@ static void check_mlx_import(const imported *m, const mlx_fixture *fx)
         assert_int_equal(mod.kind, LORA_KIND_LINEAR);
         assert_int_equal(mod.scaling, LORA_SCALING_EXPLICIT);
         assert_int_equal(mod.rank, fx->rank);
-        assert_true(same_bits(mod.scale, fx->scale));
-        assert_true(same_bits(mod.alpha, fx->alpha));
+        assert_true(ts_same_bits(mod.scale, fx->scale));
+        assert_true(ts_same_bits(mod.alpha, fx->alpha));
         assert_int_equal(mod.base_shape[0], lb->shape[1]); /* [out, in] */
         assert_int_equal(mod.base_shape[1], la->shape[0]);
         uint64_t na, nb;
@@ -314,11 +144,11 @@ static void check_mlx_import(const imported *m, const mlx_fixture *fx)
         /* A = lora_a^T, B = lora_b^T, every value bit for bit */
         for (uint64_t kk = 0; kk < r; kk++) {
             for (uint64_t i = 0; i < in; i++)
-                if (!same_bits(A[kk * in + i], f32_at(la, i * r + kk))) fail_msg("%s: A[%llu][%llu]", name,
+                if (!ts_same_bits(A[kk * in + i], f32_at(la, i * r + kk))) fail_msg("%s: A[%llu][%llu]", name,
                                                                                 (unsigned long long)kk,
                                                                                 (unsigned long long)i);
             for (uint64_t o = 0; o < out; o++)
-                if (!same_bits(B[o * r + kk], f32_at(lb, kk * out + o))) fail_msg("%s: B[%llu][%llu]", name,
+                if (!ts_same_bits(B[o * r + kk], f32_at(lb, kk * out + o))) fail_msg("%s: B[%llu][%llu]", name,
                                                                                  (unsigned long long)o,
                                                                                  (unsigned long long)kk);
         }
@@ -334,22 +164,22 @@ static void check_mlx_import(const imported *m, const mlx_fixture *fx)
 static void test_mlx_fixtures(void **state)
 {
     (void)state;
-    need_fixtures();
+    ts_need_fixtures();
     for (size_t i = 0; i < sizeof mlx_fixtures / sizeof mlx_fixtures[0]; i++) {
         const mlx_fixture *fx = &mlx_fixtures[i];
         char rel[256];
         lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-        imported m;
+        ts_imported m;
         lora_error e;
         snprintf(rel, sizeof rel, "%s/adapters.safetensors", fx->dir);
-        if (import_with(lora_import_mlx, fixture(rel), &o, &m, &e) != LORA_OK) fail_msg("%s: %s", rel, e.detail);
-        imported_free(&m); /* the file spelling works; the directory one is checked in depth */
-        if (import_with(lora_import_mlx, fixture(fx->dir), &o, &m, &e) != LORA_OK)
+        if (ts_import_with(lora_import_mlx, ts_fixture(rel), &o, &m, &e) != LORA_OK) fail_msg("%s: %s", rel, e.detail);
+        ts_imported_free(&m); /* the file spelling works; the directory one is checked in depth */
+        if (ts_import_with(lora_import_mlx, ts_fixture(fx->dir), &o, &m, &e) != LORA_OK)
             fail_msg("%s: %s", fx->dir, e.detail);
         check_mlx_import(&m, fx);
         size_t cn;
         snprintf(rel, sizeof rel, "%s/adapter_config.json", fx->dir);
-        uint8_t *cfg = read_file(fixture(rel), &cn);
+        uint8_t *cfg = ts_read_file(ts_fixture(rel), &cn);
         lora_meta meta;
         assert_int_equal(lora_reader_meta_find(m.r, LORA_META_SOURCE_FORMAT, &meta), LORA_OK);
         assert_string_equal(meta.string, "mlx");
@@ -359,17 +189,17 @@ static void test_mlx_fixtures(void **state)
         free(cfg);
 
         /* Back to MLX: tensors bit for bit, the config verbatim. */
-        char *dir = make_tmpdir();
-        char *out = strdup(join(dir, "out"));
+        char *dir = ts_make_tmpdir("test_mlx");
+        char *out = strdup(ts_join(dir, "out"));
         lora_write_options wo = LORA_WRITE_OPTIONS_INIT;
         if (lora_export_mlx(m.r, out, &o, &wo, &e) != LORA_OK) fail_msg("%s: export: %s", fx->dir, e.detail);
         snprintf(rel, sizeof rel, "%s/adapters.safetensors", fx->dir);
-        assert_same_tensors(fixture(rel), join(out, "adapters.safetensors"));
+        ts_assert_same_tensors(ts_fixture(rel), ts_join(out, "adapters.safetensors"));
         snprintf(rel, sizeof rel, "%s/adapter_config.json", fx->dir);
-        assert_same_file(fixture(rel), join(out, "adapter_config.json"));
+        ts_assert_same_file(ts_fixture(rel), ts_join(out, "adapter_config.json"));
         free(out);
-        rm_tree(dir);
-        imported_free(&m);
+        ts_rm_tree(dir);
+        ts_imported_free(&m);
     }
 }
 
@@ -377,17 +207,17 @@ static void test_mlx_fixtures(void **state)
 static void test_peft_to_mlx(void **state)
 {
     (void)state;
-    need_fixtures();
+    ts_need_fixtures();
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-    imported p, x;
+    ts_imported p, x;
     lora_error e;
-    assert_int_equal(import_with(lora_import_peft, fixture("peft-gemma3-gqa"), &o, &p, &e), LORA_OK);
-    char *dir = make_tmpdir();
-    char *out = strdup(join(dir, "mlx"));
+    assert_int_equal(ts_import_with(lora_import_peft, ts_fixture("peft-gemma3-gqa"), &o, &p, &e), LORA_OK);
+    char *dir = ts_make_tmpdir("test_mlx");
+    char *out = strdup(ts_join(dir, "mlx"));
     lora_write_options wo = LORA_WRITE_OPTIONS_INIT;
     if (lora_export_mlx(p.r, out, &o, &wo, &e) != LORA_OK) fail_msg("export: %s", e.detail);
     json_error_t je;
-    json_t *c = json_load_file(join(out, "adapter_config.json"), JSON_REJECT_DUPLICATES, &je);
+    json_t *c = json_load_file(ts_join(out, "adapter_config.json"), JSON_REJECT_DUPLICATES, &je);
     assert_non_null(c);
     assert_string_equal(json_string_value(json_object_get(c, "fine_tune_type")), "lora");
     assert_int_equal(json_integer_value(json_object_get(c, "num_layers")), 18);
@@ -398,7 +228,7 @@ static void test_peft_to_mlx(void **state)
     json_t *keys = json_object_get(lp, "keys");
     assert_int_equal(json_array_size(keys), 2);
     json_decref(c);
-    lora_st_file *st = open_st(join(out, "adapters.safetensors"));
+    lora_st_file *st = ts_open_st(ts_join(out, "adapters.safetensors"));
     assert_int_equal(st->tensor_count, 72);
     const char *qa = "model.layers.0.self_attn.q_proj.lora_a";
     uint32_t k = lora_st_find(st, qa, strlen(qa));
@@ -407,7 +237,7 @@ static void test_peft_to_mlx(void **state)
     assert_int_equal(st->tensors[k].shape[1], 4);
     lora_st_free(st);
 
-    if (import_with(lora_import_mlx, out, &o, &x, &e) != LORA_OK) fail_msg("reimport: %s", e.detail);
+    if (ts_import_with(lora_import_mlx, out, &o, &x, &e) != LORA_OK) fail_msg("reimport: %s", e.detail);
     lora_file_info fp, fx;
     lora_reader_file_info(p.r, &fp);
     lora_reader_file_info(x.r, &fx);
@@ -419,7 +249,7 @@ static void test_peft_to_mlx(void **state)
         assert_int_equal(lora_reader_module_find(x.r, a.name, &j), LORA_OK);
         assert_int_equal(lora_reader_module(x.r, j, &b), LORA_OK);
         assert_int_equal(b.scaling, LORA_SCALING_EXPLICIT);
-        assert_true(same_bits(a.scale, b.scale));
+        assert_true(ts_same_bits(a.scale, b.scale));
         assert_int_equal(a.base_shape[0], b.base_shape[0]);
         assert_int_equal(a.base_shape[1], b.base_shape[1]);
         uint32_t ba[2] = {a.blob_a, a.blob_b}, bb[2] = {b.blob_a, b.blob_b};
@@ -432,10 +262,10 @@ static void test_peft_to_mlx(void **state)
             assert_memory_equal(va, vb, sa);
         }
     }
-    imported_free(&x);
-    imported_free(&p);
+    ts_imported_free(&x);
+    ts_imported_free(&p);
     free(out);
-    rm_tree(dir);
+    ts_rm_tree(dir);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -463,27 +293,27 @@ static void write_mlx(const char *dir, const char *config, const syn_tensor *t, 
         e[i].size = numel * 4;
         float *p = malloc(e[i].size);
         assert_non_null(p);
-        for (uint64_t k = 0; k < numel; k++) p[k] = (float)((int64_t)(rng_next(&seed) % 4001) - 2000) / 512.0f;
+        for (uint64_t k = 0; k < numel; k++) p[k] = (float)((int64_t)(ts_rng_next(&seed) % 4001) - 2000) / 512.0f;
         data[i] = p;
     }
     lora_error err;
-    const char *path = join(dir, "adapters.safetensors");
+    const char *path = ts_join(dir, "adapters.safetensors");
     lora_status st = lora_st_write_file(NULL, path, NULL, e, (uint32_t)n, NULL, 0, data, &err);
     if (st != LORA_OK) fail_msg("%s", err.detail);
     for (size_t i = 0; i < n; i++) free((void *)(uintptr_t)data[i]);
-    write_text(join(dir, "adapter_config.json"), config);
+    ts_write_text(ts_join(dir, "adapter_config.json"), config);
 }
 
 static void expect_mlx_import(const char *dir, lora_status want, const char *needle)
 {
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-    imported m;
+    ts_imported m;
     lora_error e;
     memset(&e, 0, sizeof e);
-    lora_status st = import_with(lora_import_mlx, dir, &o, &m, &e);
+    lora_status st = ts_import_with(lora_import_mlx, dir, &o, &m, &e);
     if (st != want) fail_msg("%s: got %s (%s)", needle ? needle : "", lora_status_name(st), e.detail);
     if (needle && !strstr(e.detail, needle)) fail_msg("detail '%s' lacks '%s'", e.detail, needle);
-    if (st == LORA_OK) imported_free(&m);
+    if (st == LORA_OK) ts_imported_free(&m);
 }
 
 #define L "model.layers."
@@ -497,27 +327,27 @@ static const syn_tensor dora_tensors[] = {
 static void test_mlx_dora_and_bad_inputs(void **state)
 {
     (void)state;
-    char *dir = make_tmpdir();
-    char *out = strdup(join(dir, "out"));
-    assert_int_equal(mkdir(join(dir, "in"), 0755), 0);
-    char *in = strdup(join(dir, "in"));
+    char *dir = ts_make_tmpdir("test_mlx");
+    char *out = strdup(ts_join(dir, "out"));
+    assert_int_equal(mkdir(ts_join(dir, "in"), 0755), 0);
+    char *in = strdup(ts_join(dir, "in"));
     write_mlx(in, DORA_CFG, dora_tensors, 6, 11);
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-    imported m;
+    ts_imported m;
     lora_error e;
-    if (import_with(lora_import_mlx, in, &o, &m, &e) != LORA_OK) fail_msg("%s", e.detail);
+    if (ts_import_with(lora_import_mlx, in, &o, &m, &e) != LORA_OK) fail_msg("%s", e.detail);
     lora_module mod;
     uint32_t k;
     assert_int_equal(lora_reader_module_find(m.r, L "3.self_attn.q_proj", &k), LORA_OK);
     assert_int_equal(lora_reader_module(m.r, k, &mod), LORA_OK);
     assert_int_not_equal(mod.blob_magnitude, LORA_NO_BLOB);
-    assert_true(same_bits(mod.scale, 3.5f));
-    assert_true(same_bits(mod.alpha, 14.0f)); /* no alpha in the config: scale * r */
+    assert_true(ts_same_bits(mod.scale, 3.5f));
+    assert_true(ts_same_bits(mod.alpha, 14.0f)); /* no alpha in the config: scale * r */
     lora_write_options wo = LORA_WRITE_OPTIONS_INIT;
     assert_int_equal(lora_export_mlx(m.r, out, &o, &wo, &e), LORA_OK);
-    assert_same_tensors(join(in, "adapters.safetensors"), join(out, "adapters.safetensors"));
-    assert_same_file(join(in, "adapter_config.json"), join(out, "adapter_config.json"));
-    imported_free(&m);
+    ts_assert_same_tensors(ts_join(in, "adapters.safetensors"), ts_join(out, "adapters.safetensors"));
+    ts_assert_same_file(ts_join(in, "adapter_config.json"), ts_join(out, "adapter_config.json"));
+    ts_imported_free(&m);
 
     /* DoRA tensors under a plain LoRA config, and the reverse. */
     write_mlx(in, "{\"fine_tune_type\": \"lora\", \"lora_parameters\": {\"rank\": 4, \"scale\": 3.5}}", dora_tensors, 6,
@@ -533,21 +363,21 @@ static void test_mlx_dora_and_bad_inputs(void **state)
     expect_mlx_import(in, LORA_E_UNSUPPORTED_ADAPTER, "embedding");
     /* An embedding without DoRA is fine, with its base [num, dim]. */
     write_mlx(in, "{\"lora_parameters\": {\"rank\": 4, \"scale\": 1.0}}", emb, 2, 12);
-    assert_int_equal(import_with(lora_import_mlx, in, &o, &m, &e), LORA_OK);
+    assert_int_equal(ts_import_with(lora_import_mlx, in, &o, &m, &e), LORA_OK);
     assert_int_equal(lora_reader_module(m.r, 0, &mod), LORA_OK);
     assert_int_equal(mod.kind, LORA_KIND_EMBEDDING);
     assert_int_equal(mod.base_shape[0], 50);
     assert_int_equal(mod.base_shape[1], 10);
-    imported_free(&m);
+    ts_imported_free(&m);
 
     /* Config problems. */
     write_mlx(in, "{\"lora_parameters\": {\"rank\": 4, \"alpha\": 16}}", dora_tensors, 2, 11);
     expect_mlx_import(in, LORA_E_BAD_JSON, "scale");
-    write_text(join(in, "adapter_config.json"), "{\"fine_tune_type\": \"full\", \"lora_parameters\": {\"scale\": 1}}");
+    ts_write_text(ts_join(in, "adapter_config.json"), "{\"fine_tune_type\": \"full\", \"lora_parameters\": {\"scale\": 1}}");
     expect_mlx_import(in, LORA_E_UNSUPPORTED_ADAPTER, "full");
-    write_text(join(in, "adapter_config.json"), "{\"lora_parameters\": {\"scale\": 1}, \"lora_parameters\": {}}");
+    ts_write_text(ts_join(in, "adapter_config.json"), "{\"lora_parameters\": {\"scale\": 1}, \"lora_parameters\": {}}");
     expect_mlx_import(in, LORA_E_DUPLICATE_NAME, NULL);
-    write_text(join(in, "adapter_config.json"), "{\"lora_parameters\": {\"rank\": 8, \"scale\": 1}}");
+    ts_write_text(ts_join(in, "adapter_config.json"), "{\"lora_parameters\": {\"rank\": 8, \"scale\": 1}}");
     expect_mlx_import(in, LORA_E_BAD_SHAPE, "lora_parameters.rank");
     /* Tensor problems. */
     write_mlx(in, "{\"lora_parameters\": {\"rank\": 4, \"scale\": 1}}", dora_tensors, 1, 11);
@@ -558,11 +388,11 @@ static void test_mlx_dora_and_bad_inputs(void **state)
     expect_mlx_import(in, LORA_E_UNSUPPORTED_ADAPTER, "switch");
     static const char lfs[] = "version https://git-lfs.github.com/spec/v1\noid sha256:973004d4\nsize 362140\n";
     write_mlx(in, DORA_CFG, dora_tensors, 6, 11);
-    write_text(join(in, "adapters.safetensors"), lfs);
+    ts_write_text(ts_join(in, "adapters.safetensors"), lfs);
     expect_mlx_import(in, LORA_E_LFS_POINTER, "Git LFS");
     free(in);
     free(out);
-    rm_tree(dir);
+    ts_rm_tree(dir);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -583,7 +413,7 @@ static uint32_t blob(lora_writer *w, uint32_t ndim, const uint64_t *shape, uint6
     for (uint32_t d = 0; d < ndim; d++) n *= (size_t)shape[d];
     float *v = malloc(n * sizeof *v);
     assert_non_null(v);
-    for (size_t i = 0; i < n; i++) v[i] = (float)((int64_t)(rng_next(seed) % 2001) - 1000) / 1024.0f;
+    for (size_t i = 0; i < n; i++) v[i] = (float)((int64_t)(ts_rng_next(seed) % 2001) - 1000) / 1024.0f;
     uint32_t idx;
     assert_int_equal(lora_writer_add_blob_f32(w, LORA_DTYPE_F32, ndim, shape, v, n, LORA_COMPRESSION_NONE, &idx),
                      LORA_OK);
@@ -591,7 +421,7 @@ static uint32_t blob(lora_writer *w, uint32_t ndim, const uint64_t *shape, uint6
     return idx;
 }
 
-static void build_lora(const mdesc *d, size_t n, const char *tensor, imported *out)
+static void build_lora(const mdesc *d, size_t n, const char *tensor, ts_imported *out)
 {
     lora_writer *w;
     uint64_t seed = 5;
@@ -631,31 +461,31 @@ static void build_lora(const mdesc *d, size_t n, const char *tensor, imported *o
 static void expect_export(const mdesc *d, size_t n, const char *tensor, uint32_t flags, lora_status want,
                           const char *needle, int warnings_want)
 {
-    imported m;
+    ts_imported m;
     build_lora(d, n, tensor, &m);
-    char *dir = make_tmpdir();
+    char *dir = ts_make_tmpdir("test_mlx");
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-    warnings wn = {0, ""};
+    ts_warnings wn = {0, ""};
     o.flags = flags;
-    o.warn = collect;
+    o.warn = ts_collect;
     o.warn_opaque = &wn;
     lora_write_options wo = LORA_WRITE_OPTIONS_INIT;
     lora_error e;
     memset(&e, 0, sizeof e);
-    char *out = strdup(join(dir, "out"));
+    char *out = strdup(ts_join(dir, "out"));
     lora_status st = lora_export_mlx(m.r, out, &o, &wo, &e);
     if (st != want) fail_msg("%s: got %s (%s)", needle, lora_status_name(st), e.detail);
     if (st != LORA_OK && !strstr(e.detail, needle)) fail_msg("detail '%s' lacks '%s'", e.detail, needle);
     if (st == LORA_OK && !strstr(wn.last, needle)) fail_msg("warning '%s' lacks '%s'", wn.last, needle);
     assert_int_equal(wn.count, warnings_want);
     if (st == LORA_OK) {
-        lora_st_file *f = open_st(join(out, "adapters.safetensors"));
+        lora_st_file *f = ts_open_st(ts_join(out, "adapters.safetensors"));
         assert_int_equal(f->tensor_count, 2 * n); /* lora_a and lora_b only */
         lora_st_free(f);
     }
     free(out);
-    rm_tree(dir);
-    imported_free(&m);
+    ts_rm_tree(dir);
+    ts_imported_free(&m);
 }
 
 static void test_mlx_export_refusals(void **state)

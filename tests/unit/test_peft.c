@@ -35,185 +35,15 @@
 #include "io/safetensors.h"
 #include "lora_ops.h"
 #include "ops/convert.h"
+#include "support.h"
 #include "ops/peft_config.h"
 
 /* ------------------------------------------------------------------------ */
 /* helpers                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static uint64_t rng_next(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
 
-static const char *fixtures_dir(void)
-{
-    const char *d = getenv("LORA_FIXTURES_DIR");
-    return d && *d ? d : "/work/shared/fixtures/real";
-}
-
-static void need_fixtures(void)
-{
-    struct stat st;
-    if (stat(fixtures_dir(), &st) == 0 && S_ISDIR(st.st_mode)) return;
-    if (getenv("CI")) fail_msg("fixtures directory %s is missing and CI is set", fixtures_dir());
-    skip();
-}
-
-static char *fixture(const char *rel)
-{
-    static char buf[4][4096];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", fixtures_dir(), rel);
-    return buf[k];
-}
-
-static uint8_t *read_file(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)n + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *size = (size_t)n;
-    return p;
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-    assert_int_equal(fclose(f), 0);
-}
-
-static char *make_tmpdir(void)
-{
-    char tmpl[] = "/tmp/test_peft.XXXXXX";
-    char *d = mkdtemp(tmpl);
-    assert_non_null(d);
-    return strdup(d);
-}
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
-static void rm_tree(char *dir)
-{
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    free(dir);
-}
-
-static char *join(const char *a, const char *b)
-{
-    static char buf[8][4096];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", a, b);
-    return buf[k];
-}
-
-/* An imported adapter: the .lora image and a reader over it. */
-typedef struct {
-    void *buf;
-    size_t size;
-    lora_reader *r;
-} imported;
-
-static lora_status import_with(lora_importer_fn fn, const char *path, const lora_convert_options *o, imported *out,
-                               lora_error *err)
-{
-    lora_writer *w = NULL;
-    memset(out, 0, sizeof *out);
-    assert_int_equal(lora_writer_create(NULL, &w), LORA_OK);
-    lora_status st = fn(path, o, w, err);
-    if (st == LORA_OK) {
-        uint64_t size = 0;
-        assert_int_equal(lora_writer_size(w, &size, err), LORA_OK);
-        out->buf = malloc((size_t)size);
-        assert_non_null(out->buf);
-        assert_int_equal(lora_writer_write_buffer(w, out->buf, (size_t)size, &out->size, err), LORA_OK);
-        assert_int_equal(lora_reader_open_buffer(out->buf, out->size, NULL, &out->r, err), LORA_OK);
-        assert_int_equal(lora_reader_verify(out->r, err), LORA_OK);
-    }
-    lora_writer_free(w);
-    return st;
-}
-
-static void imported_free(imported *m)
-{
-    lora_reader_free(m->r);
-    free(m->buf);
-    memset(m, 0, sizeof *m);
-}
-
-/* Warnings collected for inspection. */
-typedef struct {
-    int count;
-    char last[512];
-} warnings;
-
-static void collect(void *opaque, const char *msg)
-{
-    warnings *w = opaque;
-    w->count++;
-    snprintf(w->last, sizeof w->last, "%s", msg);
-}
-
-static lora_st_file *open_st(const char *path)
-{
-    lora_st_file *f = NULL;
-    lora_error e;
-    assert_int_equal(lora_st_open(path, NULL, &f, &e), LORA_OK);
-    return f;
-}
-
-/* Same tensors (names, dtypes, shapes, bytes), in any order. */
-static void assert_same_tensors(const char *a_path, const char *b_path)
-{
-    lora_st_file *a = open_st(a_path), *b = open_st(b_path);
-    assert_int_equal(a->tensor_count, b->tensor_count);
-    for (uint32_t i = 0; i < a->tensor_count; i++) {
-        const lora_st_tensor *x = &a->tensors[i];
-        uint32_t k = lora_st_find(b, x->name, x->name_length);
-        if (k == UINT32_MAX) fail_msg("tensor %s missing from %s", x->name, b_path);
-        const lora_st_tensor *y = &b->tensors[k];
-        assert_int_equal(x->dtype, y->dtype);
-        assert_int_equal(x->ndim, y->ndim);
-        for (uint32_t d = 0; d < x->ndim; d++) assert_int_equal(x->shape[d], y->shape[d]);
-        assert_int_equal(x->size, y->size);
-        assert_memory_equal(x->data, y->data, x->size);
-    }
-    lora_st_free(a);
-    lora_st_free(b);
-}
-
-static void assert_same_file(const char *a_path, const char *b_path)
-{
-    size_t na = 0, nb = 0;
-    uint8_t *a = read_file(a_path, &na), *b = read_file(b_path, &nb);
-    assert_non_null(a);
-    assert_non_null(b);
-    assert_int_equal(na, nb);
-    assert_memory_equal(a, b, na);
-    free(a);
-    free(b);
-}
-
-static int same_bits(float a, float b) { return memcmp(&a, &b, 4) == 0; }
-
-static lora_status export_peft(const imported *m, const char *dir, const lora_convert_options *o, lora_error *err)
+static lora_status export_peft(const ts_imported *m, const char *dir, const lora_convert_options *o, lora_error *err)
 {
     lora_write_options wo = LORA_WRITE_OPTIONS_INIT;
     return lora_export_peft(m->r, dir, o, &wo, err);
@@ -241,9 +71,9 @@ static const peft_fixture peft_fixtures[] = {
 
 /* Every module of the .lora against the source file: names (prefix
  * stripped), shapes, rank, alpha, scale, bytes. */
-static void check_against_source(const imported *m, const char *st_path, const char *prefix, const peft_fixture *fx)
+static void check_against_source(const ts_imported *m, const char *st_path, const char *prefix, const peft_fixture *fx)
 {
-    lora_st_file *src = open_st(st_path);
+    lora_st_file *src = ts_open_st(st_path);
     lora_file_info fi;
     lora_reader_file_info(m->r, &fi);
     assert_int_equal(fi.module_count, fx->modules);
@@ -268,8 +98,8 @@ static void check_against_source(const imported *m, const char *st_path, const c
         assert_int_equal(mod.scaling, LORA_SCALING_ALPHA_OVER_RANK);
         assert_int_equal(mod.rank, fx->rank);
         assert_int_equal(a->shape[0], fx->rank);
-        assert_true(same_bits(mod.alpha, fx->alpha));
-        assert_true(same_bits(mod.scale, fx->alpha / (float)fx->rank));
+        assert_true(ts_same_bits(mod.alpha, fx->alpha));
+        assert_true(ts_same_bits(mod.scale, fx->alpha / (float)fx->rank));
         assert_int_equal(mod.flags, fx->fifo ? LORA_MODULE_FAN_IN_FAN_OUT : 0u);
         /* base: [out, in], or [in, out] under fan_in_fan_out */
         assert_int_equal(mod.base_shape[fx->fifo ? 1 : 0], b->shape[0]);
@@ -297,10 +127,10 @@ static void check_against_source(const imported *m, const char *st_path, const c
     lora_st_free(src);
 }
 
-static void check_peft_metadata(const imported *m, const char *cfg_path, const char *base_model, const char *task)
+static void check_peft_metadata(const ts_imported *m, const char *cfg_path, const char *base_model, const char *task)
 {
     size_t n;
-    uint8_t *cfg = read_file(cfg_path, &n);
+    uint8_t *cfg = ts_read_file(cfg_path, &n);
     lora_meta meta;
     assert_int_equal(lora_reader_meta_find(m->r, LORA_META_SOURCE_FORMAT, &meta), LORA_OK);
     assert_string_equal(meta.string, "peft");
@@ -325,42 +155,42 @@ static void check_peft_metadata(const imported *m, const char *cfg_path, const c
 static void test_peft_fixtures(void **state)
 {
     (void)state;
-    need_fixtures();
+    ts_need_fixtures();
     static const char *const base[] = {"google/gemma-3-270m-it", "gpt2", "cyberagent/open-calm-1b", NULL};
     static const char *const task[] = {"CAUSAL_LM", "CAUSAL_LM", "CAUSAL_LM", NULL};
     for (size_t i = 0; i < sizeof peft_fixtures / sizeof peft_fixtures[0]; i++) {
         const peft_fixture *fx = &peft_fixtures[i];
         char rel[256];
         lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-        imported m;
+        ts_imported m;
         lora_error e;
         /* Both spellings of the input: the directory and the weights file. */
         for (int by_file = 0; by_file < 2; by_file++) {
             snprintf(rel, sizeof rel, "%s%s", fx->dir, by_file ? "/adapter_model.safetensors" : "");
-            lora_status st = import_with(lora_import_peft, fixture(rel), &o, &m, &e);
+            lora_status st = ts_import_with(lora_import_peft, ts_fixture(rel), &o, &m, &e);
             if (st != LORA_OK) fail_msg("%s: %s", rel, e.detail);
             snprintf(rel, sizeof rel, "%s/adapter_model.safetensors", fx->dir);
-            check_against_source(&m, fixture(rel), "base_model.model.", fx);
+            check_against_source(&m, ts_fixture(rel), "base_model.model.", fx);
             snprintf(rel, sizeof rel, "%s/adapter_config.json", fx->dir);
-            check_peft_metadata(&m, fixture(rel), base[i], task[i]);
-            if (!by_file) imported_free(&m);
+            check_peft_metadata(&m, ts_fixture(rel), base[i], task[i]);
+            if (!by_file) ts_imported_free(&m);
         }
         /* Back to PEFT: every tensor bit for bit, the config byte for byte. */
-        char *dir = make_tmpdir();
-        char *out = strdup(join(dir, "out"));
+        char *dir = ts_make_tmpdir("test_peft");
+        char *out = strdup(ts_join(dir, "out"));
         if (export_peft(&m, out, &o, &e) != LORA_OK) fail_msg("%s: export: %s", fx->dir, e.detail);
         snprintf(rel, sizeof rel, "%s/adapter_model.safetensors", fx->dir);
-        assert_same_tensors(fixture(rel), join(out, "adapter_model.safetensors"));
+        ts_assert_same_tensors(ts_fixture(rel), ts_join(out, "adapter_model.safetensors"));
         /* Laid out as the reference writer lays it out, the whole file matches. */
-        assert_same_file(fixture(rel), join(out, "adapter_model.safetensors"));
+        ts_assert_same_file(ts_fixture(rel), ts_join(out, "adapter_model.safetensors"));
         snprintf(rel, sizeof rel, "%s/adapter_config.json", fx->dir);
-        assert_same_file(fixture(rel), join(out, "adapter_config.json"));
+        ts_assert_same_file(ts_fixture(rel), ts_join(out, "adapter_config.json"));
         /* Exporting again over the existing directory replaces both files. */
         assert_int_equal(export_peft(&m, out, &o, &e), LORA_OK);
-        assert_same_file(fixture(rel), join(out, "adapter_config.json"));
+        ts_assert_same_file(ts_fixture(rel), ts_join(out, "adapter_config.json"));
         free(out);
-        rm_tree(dir);
-        imported_free(&m);
+        ts_rm_tree(dir);
+        ts_imported_free(&m);
     }
 }
 
@@ -369,19 +199,19 @@ static void test_peft_fixtures(void **state)
 static void test_diffusers_fixture(void **state)
 {
     (void)state;
-    need_fixtures();
+    ts_need_fixtures();
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-    warnings wn = {0, ""};
-    o.warn = collect;
+    ts_warnings wn = {0, ""};
+    o.warn = ts_collect;
     o.warn_opaque = &wn;
-    imported d, p;
+    ts_imported d, p;
     lora_error e;
-    if (import_with(lora_import_diffusers, fixture("diffusers-sd-unet/pytorch_lora_weights.safetensors"), &o, &d, &e) !=
+    if (ts_import_with(lora_import_diffusers, ts_fixture("diffusers-sd-unet/pytorch_lora_weights.safetensors"), &o, &d, &e) !=
         LORA_OK)
         fail_msg("diffusers: %s", e.detail);
     assert_int_equal(wn.count, 0);
-    check_against_source(&d, fixture("diffusers-sd-unet/pytorch_lora_weights.safetensors"), "", &peft_fixtures[3]);
-    assert_int_equal(import_with(lora_import_peft, fixture("peft-sd-unet"), &o, &p, &e), LORA_OK);
+    check_against_source(&d, ts_fixture("diffusers-sd-unet/pytorch_lora_weights.safetensors"), "", &peft_fixtures[3]);
+    assert_int_equal(ts_import_with(lora_import_peft, ts_fixture("peft-sd-unet"), &o, &p, &e), LORA_OK);
     lora_file_info fd, fp;
     lora_reader_file_info(d.r, &fd);
     lora_reader_file_info(p.r, &fp);
@@ -393,8 +223,8 @@ static void test_diffusers_fixture(void **state)
         assert_int_equal(lora_reader_module_find(p.r, a.name, &k), LORA_OK);
         assert_int_equal(lora_reader_module(p.r, k, &b), LORA_OK);
         assert_int_equal(a.rank, b.rank);
-        assert_true(same_bits(a.alpha, b.alpha));
-        assert_true(same_bits(a.scale, b.scale));
+        assert_true(ts_same_bits(a.alpha, b.alpha));
+        assert_true(ts_same_bits(a.scale, b.scale));
         assert_int_equal(a.scaling, b.scaling);
         uint32_t ba[2] = {a.blob_a, a.blob_b}, bb[2] = {b.blob_a, b.blob_b};
         for (int j = 0; j < 2; j++) {
@@ -411,8 +241,8 @@ static void test_diffusers_fixture(void **state)
     assert_string_equal(meta.string, "diffusers");
     assert_int_equal(lora_reader_meta_find(d.r, LORA_META_SOURCE_CONFIG, &meta), LORA_OK);
     assert_non_null(strstr(meta.string, "\"lora_alpha\": 16"));
-    imported_free(&d);
-    imported_free(&p);
+    ts_imported_free(&d);
+    ts_imported_free(&p);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -440,17 +270,17 @@ static void syn_fill(const syn_tensor *t, uint8_t *p, uint64_t *seed)
     size_t n = syn_bytes(t);
     if (t->dtype == LORA_ST_F32) {
         for (size_t i = 0; i < n; i += 4) {
-            float f = (float)((double)(rng_next(seed) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+            float f = (float)((double)(ts_rng_next(seed) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
             memcpy(p + i, &f, 4);
         }
     } else if (t->dtype == LORA_ST_F16 || t->dtype == LORA_ST_BF16) {
         for (size_t i = 0; i < n; i += 2) {
-            uint16_t h = (uint16_t)rng_next(seed);
+            uint16_t h = (uint16_t)ts_rng_next(seed);
             h &= t->dtype == LORA_ST_F16 ? 0xBBFF : 0xBF7F; /* exponent never all ones */
             memcpy(p + i, &h, 2);
         }
     } else {
-        for (size_t i = 0; i < n; i++) p[i] = (uint8_t)rng_next(seed);
+        for (size_t i = 0; i < n; i++) p[i] = (uint8_t)ts_rng_next(seed);
     }
 }
 
@@ -481,8 +311,8 @@ static void write_safetensors(const char *path, const syn_tensor *t, size_t n, c
 static void write_adapter(const char *dir, const char *config, const syn_tensor *t, size_t n, uint64_t seed)
 {
     static const lora_st_pair pt[] = {{"format", "pt"}};
-    write_safetensors(join(dir, "adapter_model.safetensors"), t, n, pt, 1, seed);
-    write_text(join(dir, "adapter_config.json"), config);
+    write_safetensors(ts_join(dir, "adapter_model.safetensors"), t, n, pt, 1, seed);
+    ts_write_text(ts_join(dir, "adapter_config.json"), config);
 }
 
 #define PFX "base_model.model.model.layers."
@@ -507,14 +337,14 @@ static char *config_with(const char *extra)
 static void expect_import(const char *dir, lora_status want, const char *needle)
 {
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-    imported m;
+    ts_imported m;
     lora_error e;
     memset(&e, 0, sizeof e);
-    lora_status st = import_with(lora_import_peft, dir, &o, &m, &e);
+    lora_status st = ts_import_with(lora_import_peft, dir, &o, &m, &e);
     if (st != want)
         fail_msg("%s: got %s (%s), want %s", needle, lora_status_name(st), e.detail, lora_status_name(want));
     if (needle && !strstr(e.detail, needle)) fail_msg("detail '%s' lacks '%s'", e.detail, needle);
-    if (st == LORA_OK) imported_free(&m);
+    if (st == LORA_OK) ts_imported_free(&m);
 }
 
 static void test_refused_flags(void **state)
@@ -536,7 +366,7 @@ static void test_refused_flags(void **state)
         {"\"trainable_token_indices\": [5]", "trainable_token_indices"},
         {"\"megatron_config\": {}", "megatron_config"},
     };
-    char *dir = make_tmpdir();
+    char *dir = ts_make_tmpdir("test_peft");
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         write_adapter(dir, config_with(refused[i].json), two_modules, 4, 1);
         expect_import(dir, LORA_E_UNSUPPORTED_ADAPTER, refused[i].field);
@@ -552,12 +382,12 @@ static void test_refused_flags(void **state)
         write_adapter(dir, config_with(accepted[i]), two_modules, 4, 1);
         expect_import(dir, LORA_OK, NULL);
     }
-    write_text(join(dir, "adapter_config.json"),
+    ts_write_text(ts_join(dir, "adapter_config.json"),
                "{\"peft_type\": \"ADALORA\", \"r\": 4, \"lora_alpha\": 8, \"target_r\": 2}");
     expect_import(dir, LORA_E_UNSUPPORTED_ADAPTER, "ADALORA");
-    write_text(join(dir, "adapter_config.json"), "{\"r\": 4, \"lora_alpha\": 8}");
+    ts_write_text(ts_join(dir, "adapter_config.json"), "{\"r\": 4, \"lora_alpha\": 8}");
     expect_import(dir, LORA_E_BAD_JSON, "peft_type");
-    rm_tree(dir);
+    ts_rm_tree(dir);
 }
 
 static void test_bad_inputs(void **state)
@@ -566,29 +396,29 @@ static void test_bad_inputs(void **state)
     static const char lfs[] = "version https://git-lfs.github.com/spec/v1\n"
                               "oid sha256:130792c9a7496b3758e7a1e049ca51698a5776e59e1fc2911ff6c9d8ebd3fa05\n"
                               "size 3253104\n";
-    char *dir = make_tmpdir();
+    char *dir = ts_make_tmpdir("test_peft");
     /* LFS pointer in place of the weights, then of the config. */
     write_adapter(dir, config_with(""), two_modules, 4, 2);
-    write_text(join(dir, "adapter_model.safetensors"), lfs);
+    ts_write_text(ts_join(dir, "adapter_model.safetensors"), lfs);
     expect_import(dir, LORA_E_LFS_POINTER, "fetch the real file");
     write_adapter(dir, config_with(""), two_modules, 4, 2);
-    write_text(join(dir, "adapter_config.json"), lfs);
+    ts_write_text(ts_join(dir, "adapter_config.json"), lfs);
     expect_import(dir, LORA_E_LFS_POINTER, "adapter_config.json");
     /* Truncated weights: the last tensor ends past the end of the file. */
     write_adapter(dir, config_with(""), two_modules, 4, 2);
     struct stat sb;
-    assert_int_equal(stat(join(dir, "adapter_model.safetensors"), &sb), 0);
-    assert_int_equal(truncate(join(dir, "adapter_model.safetensors"), sb.st_size - 4), 0);
+    assert_int_equal(stat(ts_join(dir, "adapter_model.safetensors"), &sb), 0);
+    assert_int_equal(truncate(ts_join(dir, "adapter_model.safetensors"), sb.st_size - 4), 0);
     expect_import(dir, LORA_E_TRUNCATED, NULL);
     /* Duplicate keys, and plain malformed JSON, in the config. */
     write_adapter(dir, "{\"peft_type\": \"LORA\", \"r\": 4, \"r\": 8, \"lora_alpha\": 8}", two_modules, 4, 2);
     expect_import(dir, LORA_E_DUPLICATE_NAME, "duplicate");
-    write_text(join(dir, "adapter_config.json"), "{\"peft_type\": \"LORA\", \"r\": 4,");
+    ts_write_text(ts_join(dir, "adapter_config.json"), "{\"peft_type\": \"LORA\", \"r\": 4,");
     expect_import(dir, LORA_E_BAD_JSON, "adapter_config.json");
-    write_text(join(dir, "adapter_config.json"), "{\"peft_type\": \"LORA\", \"r\": \"four\"}");
+    ts_write_text(ts_join(dir, "adapter_config.json"), "{\"peft_type\": \"LORA\", \"r\": \"four\"}");
     expect_import(dir, LORA_E_BAD_JSON, "r is not a rank");
     /* No config at all. */
-    assert_int_equal(remove(join(dir, "adapter_config.json")), 0);
+    assert_int_equal(remove(ts_join(dir, "adapter_config.json")), 0);
     expect_import(dir, LORA_E_IO, "adapter_config.json");
     /* Rank disagreements: rank_pattern, then r. */
     write_adapter(dir, config_with("\"rank_pattern\": {\"v_proj\": 8}"), two_modules, 4, 2);
@@ -642,7 +472,7 @@ static void test_bad_inputs(void **state)
     expect_import(dir, LORA_E_UNSUPPORTED_ADAPTER, "use_dora is false");
     write_adapter(dir, config_with("\"use_dora\": true"), dora, 5, 2);
     expect_import(dir, LORA_E_UNSUPPORTED_ADAPTER, "v_proj");
-    rm_tree(dir);
+    ts_rm_tree(dir);
 }
 
 /* target_modules, exclude_modules, layers_to_transform: the tensors decide,
@@ -650,12 +480,12 @@ static void test_bad_inputs(void **state)
 static void test_loose_checks(void **state)
 {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = ts_make_tmpdir("test_peft");
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-    warnings wn = {0, ""};
-    o.warn = collect;
+    ts_warnings wn = {0, ""};
+    o.warn = ts_collect;
     o.warn_opaque = &wn;
-    imported m;
+    ts_imported m;
     lora_error e;
     static const struct {
         const char *targets, *extra;
@@ -678,11 +508,11 @@ static void test_loose_checks(void **state)
                  cases[i].targets, cases[i].extra);
         write_adapter(dir, cfg, two_modules, 4, 9);
         wn.count = 0;
-        if (import_with(lora_import_peft, dir, &o, &m, &e) != LORA_OK) fail_msg("%s: %s", cfg, e.detail);
+        if (ts_import_with(lora_import_peft, dir, &o, &m, &e) != LORA_OK) fail_msg("%s: %s", cfg, e.detail);
         if (wn.count != cases[i].warnings) fail_msg("%s: %d warnings (last: %s)", cfg, wn.count, wn.last);
-        imported_free(&m);
+        ts_imported_free(&m);
     }
-    rm_tree(dir);
+    ts_rm_tree(dir);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -829,23 +659,23 @@ static const syn_tensor five_modules[] = {
     {PFX "10.self_attn.v_proj.lora_B.weight", LORA_ST_F32, 2, {8, 2}},
 };
 
-static void expect_module(const imported *m, const char *name, uint32_t rank, float alpha, int rslora)
+static void expect_module(const ts_imported *m, const char *name, uint32_t rank, float alpha, int rslora)
 {
     uint32_t k;
     lora_module mod;
     if (lora_reader_module_find(m->r, name, &k) != LORA_OK) fail_msg("module %s missing", name);
     assert_int_equal(lora_reader_module(m->r, k, &mod), LORA_OK);
     assert_int_equal(mod.rank, rank);
-    if (!same_bits(mod.alpha, alpha)) fail_msg("%s: alpha %g, want %g", name, (double)mod.alpha, (double)alpha);
+    if (!ts_same_bits(mod.alpha, alpha)) fail_msg("%s: alpha %g, want %g", name, (double)mod.alpha, (double)alpha);
     assert_int_equal(mod.scaling, rslora ? LORA_SCALING_ALPHA_OVER_SQRT_RANK : LORA_SCALING_ALPHA_OVER_RANK);
     float want = rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
-    if (!same_bits(mod.scale, want)) fail_msg("%s: scale %.9g, want %.9g", name, (double)mod.scale, (double)want);
+    if (!ts_same_bits(mod.scale, want)) fail_msg("%s: scale %.9g, want %.9g", name, (double)mod.scale, (double)want);
 }
 
 static void test_patterns_and_rslora(void **state)
 {
     (void)state;
-    char *dir = make_tmpdir();
+    char *dir = ts_make_tmpdir("test_peft");
     /* Expectations from Python's re, first matching key in JSON order. */
     write_adapter(dir,
                   "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"use_rslora\": true,\n"
@@ -854,15 +684,15 @@ static void test_patterns_and_rslora(void **state)
                   "                   \"layers\\\\.\\\\d+\\\\.self_attn\\\\.v_proj\": 16.5}}",
                   five_modules, 10, 3);
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-    imported m;
+    ts_imported m;
     lora_error e;
-    if (import_with(lora_import_peft, dir, &o, &m, &e) != LORA_OK) fail_msg("%s", e.detail);
+    if (ts_import_with(lora_import_peft, dir, &o, &m, &e) != LORA_OK) fail_msg("%s", e.detail);
     expect_module(&m, "model.layers.0.self_attn.q_proj", 4, 2.0f, 1);
     expect_module(&m, "model.layers.0.self_attn.v_proj", 8, 16.5f, 1);
     expect_module(&m, "model.layers.1.self_attn.q_proj", 4, 32.0f, 1);
     expect_module(&m, "model.layers.1.self_attn.v_proj", 8, 16.5f, 1);
     expect_module(&m, "model.layers.10.self_attn.v_proj", 2, 16.5f, 1);
-    imported_free(&m);
+    ts_imported_free(&m);
 
     /* The same keys in the other order: "q_proj" now wins for layer 1, and
      * "v_proj" claims layer 10's v_proj, whose tensors have rank 2. */
@@ -877,11 +707,11 @@ static void test_patterns_and_rslora(void **state)
                   " \"rank_pattern\": {\"v_proj\": 8},\n"
                   " \"alpha_pattern\": {\"q_proj\": 2, \"layers\\\\.1\\\\.self_attn\\\\.q_proj\": 32}}",
                   five_modules, 8, 3);
-    assert_int_equal(import_with(lora_import_peft, dir, &o, &m, &e), LORA_OK);
+    assert_int_equal(ts_import_with(lora_import_peft, dir, &o, &m, &e), LORA_OK);
     expect_module(&m, "model.layers.0.self_attn.q_proj", 4, 2.0f, 0);
     expect_module(&m, "model.layers.1.self_attn.q_proj", 4, 2.0f, 0);
     expect_module(&m, "model.layers.1.self_attn.v_proj", 8, 8.0f, 0);
-    imported_free(&m);
+    ts_imported_free(&m);
 
     /* rsLoRA with a rank whose square root is irrational, a float alpha. */
     static const syn_tensor r3[] = {
@@ -890,10 +720,10 @@ static void test_patterns_and_rslora(void **state)
     };
     write_adapter(dir, "{\"peft_type\": \"LORA\", \"r\": 3, \"lora_alpha\": 11.313708498984761, \"use_rslora\": true}",
                   r3, 2, 4);
-    assert_int_equal(import_with(lora_import_peft, dir, &o, &m, &e), LORA_OK);
+    assert_int_equal(ts_import_with(lora_import_peft, dir, &o, &m, &e), LORA_OK);
     expect_module(&m, "encoder.fc", 3, (float)11.313708498984761, 1);
-    imported_free(&m);
-    rm_tree(dir);
+    ts_imported_free(&m);
+    ts_rm_tree(dir);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -921,7 +751,7 @@ static const char variety_config[] =
     "  \"peft_type\": \"LORA\",\n  \"r\": 4,\n  \"target_modules\": [\"q_proj\", \"embed_tokens\", \"conv\"],\n"
     "  \"use_dora\": true\n}\n";
 
-static void check_variety(const imported *m)
+static void check_variety(const ts_imported *m)
 {
     lora_file_info fi;
     lora_reader_file_info(m->r, &fi);
@@ -950,7 +780,7 @@ static void check_variety(const imported *m)
         assert_int_equal(mod.kind, want[i].kind);
         assert_int_equal(mod.base_ndim, want[i].ndim);
         for (uint32_t d = 0; d < want[i].ndim; d++) assert_int_equal(mod.base_shape[d], want[i].base[d]);
-        assert_true(same_bits(mod.scale, 2.0f));
+        assert_true(ts_same_bits(mod.scale, 2.0f));
         assert_int_not_equal(mod.blob_magnitude, LORA_NO_BLOB);
         assert_int_equal(lora_reader_blob(m->r, mod.blob_magnitude, &b), LORA_OK);
         assert_int_equal(b.ndim, 1); /* conv's [1, 6, 1, 1] kept 1-D */
@@ -966,23 +796,23 @@ static void check_variety(const imported *m)
 static void test_variants_round_trip(void **state)
 {
     (void)state;
-    char *dir = make_tmpdir();
-    char *src = strdup(join(dir, "src")), *out = strdup(join(dir, "out"));
+    char *dir = ts_make_tmpdir("test_peft");
+    char *src = strdup(ts_join(dir, "src")), *out = strdup(ts_join(dir, "out"));
     assert_int_equal(mkdir(src, 0755), 0);
     write_adapter(src, variety_config, variety, sizeof variety / sizeof variety[0], 5);
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-    warnings wn = {0, ""};
-    o.warn = collect;
+    ts_warnings wn = {0, ""};
+    o.warn = ts_collect;
     o.warn_opaque = &wn;
-    imported m;
+    ts_imported m;
     lora_error e;
-    if (import_with(lora_import_peft, src, &o, &m, &e) != LORA_OK) fail_msg("%s", e.detail);
+    if (ts_import_with(lora_import_peft, src, &o, &m, &e) != LORA_OK) fail_msg("%s", e.detail);
     if (wn.count) fail_msg("unexpected warning: %s", wn.last);
     check_variety(&m);
     if (export_peft(&m, out, &o, &e) != LORA_OK) fail_msg("export: %s", e.detail);
-    assert_same_tensors(join(src, "adapter_model.safetensors"), join(out, "adapter_model.safetensors"));
-    assert_same_file(join(src, "adapter_config.json"), join(out, "adapter_config.json"));
-    imported_free(&m);
+    ts_assert_same_tensors(ts_join(src, "adapter_model.safetensors"), ts_join(out, "adapter_model.safetensors"));
+    ts_assert_same_file(ts_join(src, "adapter_config.json"), ts_join(out, "adapter_config.json"));
+    ts_imported_free(&m);
 
     /* Legacy ".default." keys name the same modules. */
     syn_tensor legacy[sizeof variety / sizeof variety[0]];
@@ -999,12 +829,12 @@ static void test_variants_round_trip(void **state)
         legacy[i].name = names[i];
     }
     write_adapter(src, variety_config, legacy, sizeof legacy / sizeof legacy[0], 5);
-    if (import_with(lora_import_peft, src, &o, &m, &e) != LORA_OK) fail_msg("legacy: %s", e.detail);
+    if (ts_import_with(lora_import_peft, src, &o, &m, &e) != LORA_OK) fail_msg("legacy: %s", e.detail);
     check_variety(&m);
-    imported_free(&m);
+    ts_imported_free(&m);
     free(src);
     free(out);
-    rm_tree(dir);
+    ts_rm_tree(dir);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1025,7 +855,7 @@ static uint32_t blob_f32(lora_writer *w, uint32_t ndim, uint64_t d0, uint64_t d1
     size_t n = (size_t)(ndim == 1 ? d0 : d0 * d1);
     float *v = malloc(n * sizeof *v);
     assert_non_null(v);
-    for (size_t i = 0; i < n; i++) v[i] = (float)((int64_t)(rng_next(seed) % 2001) - 1000) / 1024.0f;
+    for (size_t i = 0; i < n; i++) v[i] = (float)((int64_t)(ts_rng_next(seed) % 2001) - 1000) / 1024.0f;
     uint32_t idx;
     assert_int_equal(lora_writer_add_blob_f32(w, LORA_DTYPE_F32, ndim, shape, v, n, LORA_COMPRESSION_ZLIB, &idx),
                      LORA_OK);
@@ -1034,7 +864,7 @@ static uint32_t blob_f32(lora_writer *w, uint32_t ndim, uint64_t d0, uint64_t d1
 }
 
 /* Linear modules [16 out, 12 in] plus the named replacement tensors. */
-static void build_lora(const mdesc *d, size_t n, const char *const *tensors, size_t nt, imported *out)
+static void build_lora(const mdesc *d, size_t n, const char *const *tensors, size_t nt, ts_imported *out)
 {
     lora_writer *w;
     uint64_t seed = 99;
@@ -1092,16 +922,16 @@ static void test_synthesized_config(void **state)
         {"self_attn.q_proj", LORA_SCALING_ALPHA_OVER_RANK, 0, 2, 4.0f, 2.0f, 0},
     };
     static const char *const tensors[] = {"lm_head.weight", "model.layers.0.mlp.down_proj.bias"};
-    imported m, back;
+    ts_imported m, back;
     build_lora(mods, 6, tensors, 2, &m);
-    char *dir = make_tmpdir();
-    char *out = strdup(join(dir, "out")), *out2 = strdup(join(dir, "out2"));
+    char *dir = ts_make_tmpdir("test_peft");
+    char *out = strdup(ts_join(dir, "out")), *out2 = strdup(ts_join(dir, "out2"));
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
     lora_error e;
     if (export_peft(&m, out, &o, &e) != LORA_OK) fail_msg("export: %s", e.detail);
 
     /* What PEFT will read. */
-    json_t *c = load_json(join(out, "adapter_config.json"));
+    json_t *c = load_json(ts_join(out, "adapter_config.json"));
     assert_string_equal(json_string_value(json_object_get(c, "peft_type")), "LORA");
     assert_int_equal(json_integer_value(json_object_get(c, "r")), 4);
     assert_true(json_number_value(json_object_get(c, "lora_alpha")) == 8.0);
@@ -1119,8 +949,8 @@ static void test_synthesized_config(void **state)
     /* explicit 0.3 at r 4: alpha 1.2 (binary32); rsLoRA 3/sqrt(2) at r 2 as alpha/r */
     double a_exp = json_number_value(json_object_get(ap, "model\\.layers\\.1\\.self_attn\\.k_proj"));
     double a_sq = json_number_value(json_object_get(ap, "model\\.layers\\.1\\.self_attn\\.v_proj"));
-    assert_true(same_bits((float)a_exp / 4.0f, 0.3f));
-    assert_true(same_bits((float)a_sq / 2.0f, sq));
+    assert_true(ts_same_bits((float)a_exp / 4.0f, 0.3f));
+    assert_true(ts_same_bits((float)a_sq / 2.0f, sq));
     assert_int_equal(json_object_size(ap), 4);
     json_t *mts = json_object_get(c, "modules_to_save");
     assert_int_equal(json_array_size(mts), 1);
@@ -1135,7 +965,7 @@ static void test_synthesized_config(void **state)
     json_decref(c);
 
     /* Read back: every module's rank and binary32 scale as before. */
-    if (import_with(lora_import_peft, out, &o, &back, &e) != LORA_OK) fail_msg("reimport: %s", e.detail);
+    if (ts_import_with(lora_import_peft, out, &o, &back, &e) != LORA_OK) fail_msg("reimport: %s", e.detail);
     for (size_t i = 0; i < 6; i++) {
         uint32_t k;
         lora_module a, b;
@@ -1144,7 +974,7 @@ static void test_synthesized_config(void **state)
         assert_int_equal(lora_reader_module_find(m.r, mods[i].name, &k), LORA_OK);
         assert_int_equal(lora_reader_module(m.r, k, &a), LORA_OK);
         assert_int_equal(a.rank, b.rank);
-        if (!same_bits(a.scale, b.scale)) fail_msg("%s: scale %.9g -> %.9g", a.name, (double)a.scale, (double)b.scale);
+        if (!ts_same_bits(a.scale, b.scale)) fail_msg("%s: scale %.9g -> %.9g", a.name, (double)a.scale, (double)b.scale);
         float va[256], vb[256];
         assert_int_equal(lora_reader_blob_decode_f32(m.r, a.blob_b, va, 256, &e), LORA_OK);
         assert_int_equal(lora_reader_blob_decode_f32(back.r, b.blob_b, vb, 256, &e), LORA_OK);
@@ -1152,23 +982,23 @@ static void test_synthesized_config(void **state)
     }
     /* Again from the re-import: now the config is carried verbatim. */
     assert_int_equal(export_peft(&back, out2, &o, &e), LORA_OK);
-    assert_same_file(join(out, "adapter_config.json"), join(out2, "adapter_config.json"));
-    assert_same_tensors(join(out, "adapter_model.safetensors"), join(out2, "adapter_model.safetensors"));
-    imported_free(&back);
-    imported_free(&m);
+    ts_assert_same_file(ts_join(out, "adapter_config.json"), ts_join(out2, "adapter_config.json"));
+    ts_assert_same_tensors(ts_join(out, "adapter_model.safetensors"), ts_join(out2, "adapter_model.safetensors"));
+    ts_imported_free(&back);
+    ts_imported_free(&m);
     free(out);
     free(out2);
-    rm_tree(dir);
+    ts_rm_tree(dir);
 }
 
 static void test_export_refusals(void **state)
 {
     (void)state;
-    char *dir = make_tmpdir();
-    char *out = strdup(join(dir, "out"));
+    char *dir = ts_make_tmpdir("test_peft");
+    char *out = strdup(ts_join(dir, "out"));
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
     lora_error e;
-    imported m;
+    ts_imported m;
     struct stat sb;
 
     /* fan_in_fan_out on some linear modules only: PEFT has one flag. */
@@ -1179,8 +1009,8 @@ static void test_export_refusals(void **state)
     build_lora(fifo, 2, NULL, 0, &m);
     assert_int_equal(export_peft(&m, out, &o, &e), LORA_E_UNSUPPORTED_ADAPTER);
     assert_non_null(strstr(e.detail, "fan_in_fan_out"));
-    assert_int_not_equal(stat(join(out, "adapter_config.json"), &sb), 0); /* nothing written */
-    imported_free(&m);
+    assert_int_not_equal(stat(ts_join(out, "adapter_config.json"), &sb), 0); /* nothing written */
+    ts_imported_free(&m);
 
     /* DoRA on one module of two. */
     const mdesc dora[] = {
@@ -1190,7 +1020,7 @@ static void test_export_refusals(void **state)
     build_lora(dora, 2, NULL, 0, &m);
     assert_int_equal(export_peft(&m, out, &o, &e), LORA_E_UNSUPPORTED_ADAPTER);
     assert_non_null(strstr(e.detail, "DoRA"));
-    imported_free(&m);
+    ts_imported_free(&m);
 
     /* Most modules rsLoRA; an explicit scale no binary32 alpha reaches as
      * alpha/sqrt(2). The oracle searches every float near s*sqrt(2). */
@@ -1198,9 +1028,9 @@ static void test_export_refusals(void **state)
     for (;; s = nextafterf(s, 2.0f)) {
         float c = (float)((double)s * sqrt(2.0));
         int reachable = 0;
-        for (int k = 0; k < 64; k++, c = nextafterf(c, 0.0f)) reachable |= same_bits(c / sqrtf(2.0f), s);
+        for (int k = 0; k < 64; k++, c = nextafterf(c, 0.0f)) reachable |= ts_same_bits(c / sqrtf(2.0f), s);
         c = (float)((double)s * sqrt(2.0));
-        for (int k = 0; k < 64; k++, c = nextafterf(c, 10.0f)) reachable |= same_bits(c / sqrtf(2.0f), s);
+        for (int k = 0; k < 64; k++, c = nextafterf(c, 10.0f)) reachable |= ts_same_bits(c / sqrtf(2.0f), s);
         if (!reachable) break;
     }
     const mdesc rs[] = {
@@ -1211,36 +1041,36 @@ static void test_export_refusals(void **state)
     build_lora(rs, 3, NULL, 0, &m);
     assert_int_equal(export_peft(&m, out, &o, &e), LORA_E_UNSUPPORTED_ADAPTER);
     assert_non_null(strstr(e.detail, "b.v"));
-    imported_free(&m);
+    ts_imported_free(&m);
 
     /* Output that is a file, not a directory. */
     const mdesc one[] = {{"c.q", LORA_SCALING_ALPHA_OVER_RANK, 0, 4, 8.0f, 2.0f, 0}};
     build_lora(one, 1, NULL, 0, &m);
-    write_text(join(dir, "file"), "x");
-    assert_int_equal(export_peft(&m, join(dir, "file"), &o, &e), LORA_E_INVALID_ARGUMENT);
+    ts_write_text(ts_join(dir, "file"), "x");
+    assert_int_equal(export_peft(&m, ts_join(dir, "file"), &o, &e), LORA_E_INVALID_ARGUMENT);
 
     /* Never over an input: the weights file is listed as an input. */
     assert_int_equal(export_peft(&m, out, &o, &e), LORA_OK);
     size_t before_n;
-    uint8_t *before = read_file(join(out, "adapter_model.safetensors"), &before_n);
-    const char *inputs[] = {join(out, "adapter_model.safetensors")};
+    uint8_t *before = ts_read_file(ts_join(out, "adapter_model.safetensors"), &before_n);
+    const char *inputs[] = {ts_join(out, "adapter_model.safetensors")};
     lora_write_options wo = LORA_WRITE_OPTIONS_INIT;
     wo.inputs = inputs;
     wo.input_count = 1;
-    imported m2;
+    ts_imported m2;
     const mdesc other[] = {{"c.q", LORA_SCALING_ALPHA_OVER_RANK, 0, 2, 8.0f, 4.0f, 0}};
     build_lora(other, 1, NULL, 0, &m2);
     assert_int_equal(lora_export_peft(m2.r, out, &o, &wo, &e), LORA_E_SAME_FILE);
     size_t after_n;
-    uint8_t *after = read_file(join(out, "adapter_model.safetensors"), &after_n);
+    uint8_t *after = ts_read_file(ts_join(out, "adapter_model.safetensors"), &after_n);
     assert_int_equal(before_n, after_n);
     assert_memory_equal(before, after, before_n);
     free(before);
     free(after);
-    imported_free(&m2);
-    imported_free(&m);
+    ts_imported_free(&m2);
+    ts_imported_free(&m);
     free(out);
-    rm_tree(dir);
+    ts_rm_tree(dir);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1250,8 +1080,8 @@ static void test_export_refusals(void **state)
 static void test_diffusers_layouts(void **state)
 {
     (void)state;
-    char *dir = make_tmpdir();
-    char *path = strdup(join(dir, "pytorch_lora_weights.safetensors"));
+    char *dir = ts_make_tmpdir("test_peft");
+    char *path = strdup(ts_join(dir, "pytorch_lora_weights.safetensors"));
 #define ATT "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1"
 #define TE "text_encoder.text_model.encoder.layers.0.self_attn.q_proj"
     static const syn_tensor legacy[] = {
@@ -1267,17 +1097,17 @@ static void test_diffusers_layouts(void **state)
     };
     write_safetensors(path, legacy, sizeof legacy / sizeof legacy[0], NULL, 0, 21);
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-    warnings wn = {0, ""};
-    o.warn = collect;
+    ts_warnings wn = {0, ""};
+    o.warn = ts_collect;
     o.warn_opaque = &wn;
-    imported m;
+    ts_imported m;
     lora_error e;
-    if (import_with(lora_import_diffusers, dir, &o, &m, &e) != LORA_OK) fail_msg("%s", e.detail);
+    if (ts_import_with(lora_import_diffusers, dir, &o, &m, &e) != LORA_OK) fail_msg("%s", e.detail);
     /* No config: alpha is the rank of the first lora_B key in byte order
      * (text_encoder... < unet...: rank 4), as diffusers' get_peft_kwargs. */
     assert_int_equal(wn.count, 1);
     assert_non_null(strstr(wn.last, "lora_alpha = 4"));
-    lora_st_file *f = open_st(path);
+    lora_st_file *f = ts_open_st(path);
     float alpha;
     uint32_t ai = lora_st_find(f, "unet.mid.proj.alpha", strlen("unet.mid.proj.alpha"));
     memcpy(&alpha, f->tensors[ai].data, 4);
@@ -1289,7 +1119,7 @@ static void test_diffusers_layouts(void **state)
     lora_file_info fi;
     lora_reader_file_info(m.r, &fi);
     assert_int_equal(fi.module_count, 4);
-    imported_free(&m);
+    ts_imported_free(&m);
 
     /* A pipeline's configs flattened with component prefixes. */
     static const syn_tensor comp[] = {
@@ -1307,24 +1137,24 @@ static void test_diffusers_layouts(void **state)
     };
     write_safetensors(path, comp, 4, meta, 2, 22);
     wn.count = 0;
-    if (import_with(lora_import_diffusers, path, &o, &m, &e) != LORA_OK) fail_msg("%s", e.detail);
+    if (ts_import_with(lora_import_diffusers, path, &o, &m, &e) != LORA_OK) fail_msg("%s", e.detail);
     assert_int_equal(wn.count, 0);
     expect_module(&m, "unet.mid.attn.to_k", 4, 8.0f, 0);
     expect_module(&m, "text_encoder.layers.0.q_proj", 2, 6.0f, 1);
-    imported_free(&m);
+    ts_imported_free(&m);
 
     /* A refused flag inside the metadata config is refused too. */
     static const lora_st_pair bad[] = {
         {"lora_adapter_metadata", "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"use_qalora\": true}"}};
     write_safetensors(path, comp, 2, bad, 1, 22);
-    assert_int_equal(import_with(lora_import_diffusers, path, &o, &m, &e), LORA_E_UNSUPPORTED_ADAPTER);
+    assert_int_equal(ts_import_with(lora_import_diffusers, path, &o, &m, &e), LORA_E_UNSUPPORTED_ADAPTER);
     assert_non_null(strstr(e.detail, "use_qalora"));
     /* Keys of no LoRA layout at all. */
     static const syn_tensor none[] = {{"unet.conv.weight", LORA_ST_F32, 2, {2, 2}}};
     write_safetensors(path, none, 1, NULL, 0, 22);
-    assert_int_equal(import_with(lora_import_diffusers, path, &o, &m, &e), LORA_E_UNKNOWN_FORMAT);
+    assert_int_equal(ts_import_with(lora_import_diffusers, path, &o, &m, &e), LORA_E_UNKNOWN_FORMAT);
     free(path);
-    rm_tree(dir);
+    ts_rm_tree(dir);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1353,7 +1183,7 @@ static void test_export_dtypes(void **state)
     assert_int_equal(lora_writer_add_blob_f32(w, LORA_DTYPE_F32, 2, sb, b, 64, LORA_COMPRESSION_ZLIB, &d.blob_b),
                      LORA_OK);
     assert_int_equal(lora_writer_add_module(w, &d, NULL), LORA_OK);
-    imported m;
+    ts_imported m;
     uint64_t size;
     lora_error e;
     assert_int_equal(lora_writer_size(w, &size, &e), LORA_OK);
@@ -1364,17 +1194,17 @@ static void test_export_dtypes(void **state)
     float qa[64];
     assert_int_equal(lora_reader_blob_decode_f32(m.r, d.blob_a, qa, 64, &e), LORA_OK);
 
-    char *dir = make_tmpdir();
-    char *out = strdup(join(dir, "out"));
+    char *dir = ts_make_tmpdir("test_peft");
+    char *out = strdup(ts_join(dir, "out"));
     lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
-    warnings wn = {0, ""};
-    o.warn = collect;
+    ts_warnings wn = {0, ""};
+    o.warn = ts_collect;
     o.warn_opaque = &wn;
     /* Kept dtypes: the Q8_0 factor is dequantized (with a warning), the zlib one inflated. */
     assert_int_equal(export_peft(&m, out, &o, &e), LORA_OK);
     assert_int_equal(wn.count, 1);
     assert_non_null(strstr(wn.last, "Q8_0"));
-    lora_st_file *f = open_st(join(out, "adapter_model.safetensors"));
+    lora_st_file *f = ts_open_st(ts_join(out, "adapter_model.safetensors"));
     const lora_st_tensor *ta = &f->tensors[lora_st_find(f, "base_model.model.x.q.lora_A.weight", 34)];
     const lora_st_tensor *tb = &f->tensors[lora_st_find(f, "base_model.model.x.q.lora_B.weight", 34)];
     assert_int_equal(ta->dtype, LORA_ST_F32);
@@ -1385,7 +1215,7 @@ static void test_export_dtypes(void **state)
      * multiples of 1/3, so the low half matters). */
     o.dtype = LORA_DTYPE_BF16;
     assert_int_equal(export_peft(&m, out, &o, &e), LORA_OK);
-    f = open_st(join(out, "adapter_model.safetensors"));
+    f = ts_open_st(ts_join(out, "adapter_model.safetensors"));
     tb = &f->tensors[lora_st_find(f, "base_model.model.x.q.lora_B.weight", 34)];
     assert_int_equal(tb->dtype, LORA_ST_BF16);
     for (int i = 0; i < 64; i++) {
@@ -1397,8 +1227,8 @@ static void test_export_dtypes(void **state)
     }
     lora_st_free(f);
     free(out);
-    rm_tree(dir);
-    imported_free(&m);
+    ts_rm_tree(dir);
+    ts_imported_free(&m);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1427,30 +1257,30 @@ static void t_free(void *op, void *p)
 static void test_alloc_failures(void **state)
 {
     (void)state;
-    char *dir = make_tmpdir();
-    char *src = strdup(join(dir, "src")), *out = strdup(join(dir, "out"));
+    char *dir = ts_make_tmpdir("test_peft");
+    char *src = strdup(ts_join(dir, "src")), *out = strdup(ts_join(dir, "out"));
     assert_int_equal(mkdir(src, 0755), 0);
     write_adapter(src,
                   "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"use_dora\": true, \"lora_bias\": true, "
                   "\"bias\": \"all\", \"modules_to_save\": [\"lm_head\"], \"rank_pattern\": {\"q_proj\": 4}}",
                   variety, sizeof variety / sizeof variety[0], 7);
     lora_convert_options plain = LORA_CONVERT_OPTIONS_INIT;
-    imported good;
+    ts_imported good;
     lora_error e;
-    assert_int_equal(import_with(lora_import_peft, src, &plain, &good, &e), LORA_OK);
+    assert_int_equal(ts_import_with(lora_import_peft, src, &plain, &good, &e), LORA_OK);
     /* Import, failing the n-th allocation until none fails. */
     long n;
     for (n = 1; n < 100000; n++) {
         counting c = {0, n, 0};
         lora_convert_options o = LORA_CONVERT_OPTIONS_INIT;
         o.allocator = (lora_allocator){t_alloc, t_free, &c};
-        imported m;
-        lora_status st = import_with(lora_import_peft, src, &o, &m, &e);
+        ts_imported m;
+        lora_status st = ts_import_with(lora_import_peft, src, &o, &m, &e);
         assert_int_equal(c.live, 0);
         if (st == LORA_OK) {
             assert_int_equal(m.size, good.size);
             assert_memory_equal(m.buf, good.buf, m.size);
-            imported_free(&m);
+            ts_imported_free(&m);
             break;
         }
         if (st != LORA_E_OUT_OF_MEMORY) fail_msg("import, failing allocation %ld: %s", n, e.detail);
@@ -1466,14 +1296,14 @@ static void test_alloc_failures(void **state)
         assert_int_equal(c.live, 0);
         if (st == LORA_OK) break;
         if (st != LORA_E_OUT_OF_MEMORY) fail_msg("export, failing allocation %ld: %s", n, e.detail);
-        assert_int_not_equal(stat(join(out, "adapter_config.json"), &sb), 0);
+        assert_int_not_equal(stat(ts_join(out, "adapter_config.json"), &sb), 0);
     }
     assert_true(n > 1 && n < 100000);
-    imported_free(&good);
-    assert_same_tensors(join(src, "adapter_model.safetensors"), join(out, "adapter_model.safetensors"));
+    ts_imported_free(&good);
+    ts_assert_same_tensors(ts_join(src, "adapter_model.safetensors"), ts_join(out, "adapter_model.safetensors"));
     free(src);
     free(out);
-    rm_tree(dir);
+    ts_rm_tree(dir);
 }
 
 int main(void)

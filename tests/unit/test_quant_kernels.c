@@ -29,39 +29,11 @@
 
 #include "kernels/kernels.h"
 #include "lora.h"
+#include "support.h"
 
 enum { Q8 = 0, Q4 = 1, NF4 = 2 };
 
-static uint64_t rng_next(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) / 9007199254740992.0; }
-
-static float bitsf(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static uint32_t fbits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    assert_non_null(p);
-    return p;
-}
+static double rng_unit(uint64_t *s) { return (double)(ts_rng_next(s) >> 11) / 9007199254740992.0; }
 
 static size_t isa_tables(const lora_kernels *out[LORA_ISA_COUNT_])
 {
@@ -99,56 +71,56 @@ static float mag_value(uint64_t *s, int e)
 /* One block of n values of the kind `kind` picks; q steers the ties. */
 static void gen_block(uint64_t *s, int q, float *x, size_t n)
 {
-    unsigned kind = (unsigned)(rng_next(s) % 12);
-    int e = (int)(rng_next(s) % 270) - 150; /* 2^-150 (zero) .. 2^119 */
+    unsigned kind = (unsigned)(ts_rng_next(s) % 12);
+    int e = (int)(ts_rng_next(s) % 270) - 150; /* 2^-150 (zero) .. 2^119 */
     switch (kind) {
     case 0: /* raw bit patterns: NaN, Inf, subnormals, anything */
-        for (size_t j = 0; j < n; j++) x[j] = bitsf((uint32_t)rng_next(s));
+        for (size_t j = 0; j < n; j++) x[j] = ts_bitsf((uint32_t)ts_rng_next(s));
         break;
     case 1: /* Q8_0 ties: d = 1 exactly, so x * id = x; halves everywhere */
-        for (size_t j = 0; j < n; j++) x[j] = (float)((int)(rng_next(s) % 255) - 127) / 2.0f;
-        x[rng_next(s) % n] = (rng_next(s) & 1) ? 127.0f : -127.0f;
+        for (size_t j = 0; j < n; j++) x[j] = (float)((int)(ts_rng_next(s) % 255) - 127) / 2.0f;
+        x[ts_rng_next(s) % n] = (ts_rng_next(s) & 1) ? 127.0f : -127.0f;
         break;
     case 2: /* Q4_0: max -8 (d = 1) or 8 (d = -1): x * id + 8.5 lands on integers and halves */
-        for (size_t j = 0; j < n; j++) x[j] = (float)((int)(rng_next(s) % 33) - 16) / 2.0f;
-        x[rng_next(s) % n] = (rng_next(s) & 1) ? 8.0f : -8.0f;
+        for (size_t j = 0; j < n; j++) x[j] = (float)((int)(ts_rng_next(s) % 33) - 16) / 2.0f;
+        x[ts_rng_next(s) % n] = (ts_rng_next(s) & 1) ? 8.0f : -8.0f;
         break;
     case 3: /* NF4: absmax 1, values on midpoints and one ulp either side */
         for (size_t j = 0; j < n; j++) {
-            float m = nf4_mid((int)(rng_next(s) % 15));
-            unsigned w = (unsigned)(rng_next(s) % 3);
+            float m = nf4_mid((int)(ts_rng_next(s) % 15));
+            unsigned w = (unsigned)(ts_rng_next(s) % 3);
             x[j] = w == 0 ? m : w == 1 ? nextafterf(m, 2.0f) : nextafterf(m, -2.0f);
         }
-        x[rng_next(s) % n] = (rng_next(s) & 1) ? 1.0f : -1.0f;
+        x[ts_rng_next(s) % n] = (ts_rng_next(s) & 1) ? 1.0f : -1.0f;
         break;
     case 4: /* signed zeros only, or zeros with one tiny value */
-        for (size_t j = 0; j < n; j++) x[j] = (rng_next(s) & 1) ? -0.0f : 0.0f;
-        if (rng_next(s) & 1) x[rng_next(s) % n] = bitsf((uint32_t)(rng_next(s) % 8) | ((rng_next(s) & 1) << 31));
+        for (size_t j = 0; j < n; j++) x[j] = (ts_rng_next(s) & 1) ? -0.0f : 0.0f;
+        if (ts_rng_next(s) & 1) x[ts_rng_next(s) % n] = ts_bitsf((uint32_t)(ts_rng_next(s) % 8) | ((ts_rng_next(s) & 1) << 31));
         break;
     case 5: /* the largest magnitude twice, with both signs, at random places */
         for (size_t j = 0; j < n; j++) x[j] = mag_value(s, e - 1);
-        x[rng_next(s) % n] = ldexpf(1.0f, e > 127 ? 127 : e < -149 ? -149 : e);
-        x[rng_next(s) % n] = -ldexpf(1.0f, e > 127 ? 127 : e < -149 ? -149 : e);
+        x[ts_rng_next(s) % n] = ldexpf(1.0f, e > 127 ? 127 : e < -149 ? -149 : e);
+        x[ts_rng_next(s) % n] = -ldexpf(1.0f, e > 127 ? 127 : e < -149 ? -149 : e);
         break;
     case 6: /* NaN and infinities among ordinary values */
         for (size_t j = 0; j < n; j++) x[j] = mag_value(s, e);
         for (int k = 0; k < 3; k++) {
-            uint64_t r = rng_next(s);
+            uint64_t r = ts_rng_next(s);
             x[r % n] = (r >> 32) % 3 == 0 ? NAN : (r >> 32) % 3 == 1 ? INFINITY : -INFINITY;
         }
         break;
     case 7: /* all NaN, or NaN with zeros */
         for (size_t j = 0; j < n; j++)
-            x[j] = (rng_next(s) & 3) ? bitsf(0x7fc00000u | (uint32_t)(rng_next(s) & 0x803fffffu)) : 0.0f;
+            x[j] = (ts_rng_next(s) & 3) ? ts_bitsf(0x7fc00000u | (uint32_t)(ts_rng_next(s) & 0x803fffffu)) : 0.0f;
         break;
     case 8: /* subnormal maxima: d underflows or 1/d overflows */
-        for (size_t j = 0; j < n; j++) x[j] = bitsf((uint32_t)(rng_next(s) % 0x01000000u) | ((rng_next(s) & 1) << 31));
+        for (size_t j = 0; j < n; j++) x[j] = ts_bitsf((uint32_t)(ts_rng_next(s) % 0x01000000u) | ((ts_rng_next(s) & 1) << 31));
         break;
     case 9: /* near FLT_MAX */
         for (size_t j = 0; j < n; j++) x[j] = (float)((rng_unit(s) * 2.0 - 1.0) * FLT_MAX);
         break;
     default: /* ordinary values of one magnitude, some exact zeros */
-        for (size_t j = 0; j < n; j++) x[j] = (rng_next(s) & 15) ? mag_value(s, e) : 0.0f;
+        for (size_t j = 0; j < n; j++) x[j] = (ts_rng_next(s) & 15) ? mag_value(s, e) : 0.0f;
         break;
     }
     (void)q;
@@ -162,8 +134,8 @@ static void compare_many(int q, size_t nf4_block, size_t total_blocks, uint64_t 
     size_t nt = isa_tables(t);
     const size_t chunk = 4096;
     size_t be = block_elems(q, nf4_block), bb = block_bytes(q, nf4_block);
-    float *x = xmalloc(chunk * be * sizeof *x);
-    uint8_t *want = xmalloc(chunk * bb), *got = xmalloc(chunk * bb);
+    float *x = ts_xmalloc(chunk * be * sizeof *x);
+    uint8_t *want = ts_xmalloc(chunk * bb), *got = ts_xmalloc(chunk * bb);
     uint64_t s = seed;
     for (size_t done = 0; done < total_blocks; done += chunk) {
         size_t nb = total_blocks - done < chunk ? total_blocks - done : chunk;
@@ -178,8 +150,8 @@ static void compare_many(int q, size_t nf4_block, size_t total_blocks, uint64_t 
                     size_t b = i / bb;
                     fail_msg("quantizer %d (block %zu) [%s]: block %zu byte %zu: ref 0x%02x got 0x%02x; "
                              "first inputs 0x%08x 0x%08x",
-                             q, be, t[k]->name, done + b, i % bb, want[i], got[i], fbits(x[b * be]),
-                             fbits(x[b * be + 1]));
+                             q, be, t[k]->name, done + b, i % bb, want[i], got[i], ts_fbits(x[b * be]),
+                             ts_fbits(x[b * be + 1]));
                 }
         }
     }
@@ -284,8 +256,8 @@ static void test_nf4_block_sizes_oracle(void **state)
     uint64_t s = 0x5eed0301;
     for (size_t B = 32; B <= 4096; B *= 2) {
         const size_t nb = 64;
-        float *x = xmalloc(nb * B * sizeof *x), *y = xmalloc(nb * B * sizeof *y);
-        uint8_t *q = xmalloc(nb * (4 + B / 2));
+        float *x = ts_xmalloc(nb * B * sizeof *x), *y = ts_xmalloc(nb * B * sizeof *y);
+        uint8_t *q = ts_xmalloc(nb * (4 + B / 2));
         for (size_t i = 0; i < nb * B; i++) x[i] = (float)((rng_unit(&s) * 2 - 1) * (1 + (double)(i / B)));
         lora_kernels_ref.f32_to_nf4(x, q, nb, B);
         lora_kernels_ref.nf4_to_f32(q, y, nb, B);
@@ -295,14 +267,14 @@ static void test_nf4_block_sizes_oracle(void **state)
             for (size_t j = 0; j < B; j++) amax = fmax(amax, fabs((double)x[b * B + j]));
             uint32_t stored =
                 (uint32_t)blk[0] | (uint32_t)blk[1] << 8 | (uint32_t)blk[2] << 16 | (uint32_t)blk[3] << 24;
-            assert_int_equal(stored, fbits((float)amax));
+            assert_int_equal(stored, ts_fbits((float)amax));
             for (size_t j = 0; j < B; j++) {
                 int idx = (j & 1) ? (blk[4 + j / 2] & 15) : (blk[4 + j / 2] >> 4);
                 double n = (double)x[b * B + j] / amax;
                 for (int k = 0; k < 16; k++)
                     if (fabs(n - lora_nf4_code[idx]) > fabs(n - lora_nf4_code[k]) + 1e-6)
                         fail_msg("B=%zu block %zu elem %zu: code %d, %d is nearer", B, b, j, idx, k);
-                assert_int_equal(fbits(y[b * B + j]), fbits(lora_nf4_code[idx] * (float)amax));
+                assert_int_equal(ts_fbits(y[b * B + j]), ts_fbits(lora_nf4_code[idx] * (float)amax));
             }
         }
         free(x);
@@ -321,21 +293,21 @@ static void test_nf4_dequant_block_sizes_isa(void **state)
         size_t bb = 4 + B / 2;
         for (size_t nb = 0; nb <= 5; nb++)
             for (int rep = 0; rep < 3; rep++) {
-                uint8_t *blocks = xmalloc(nb * bb);
-                for (size_t i = 0; i < nb * bb; i++) blocks[i] = (uint8_t)rng_next(&s);
+                uint8_t *blocks = ts_xmalloc(nb * bb);
+                for (size_t i = 0; i < nb * bb; i++) blocks[i] = (uint8_t)ts_rng_next(&s);
                 for (size_t b = 0; b < nb && rep > 0; b++) { /* ordinary scales; rep 0 keeps random bits */
-                    uint32_t u = fbits((float)(rng_unit(&s) * 100));
+                    uint32_t u = ts_fbits((float)(rng_unit(&s) * 100));
                     memcpy(blocks + b * bb, &u, 4);
                 }
-                float *want = xmalloc(nb * B * sizeof(float));
+                float *want = ts_xmalloc(nb * B * sizeof(float));
                 lora_kernels_ref.nf4_to_f32(blocks, want, nb, B);
                 for (size_t k = 0; k < nt; k++) {
-                    float *got = xmalloc(nb * B * sizeof(float)); /* exact size: ASan sees overruns */
+                    float *got = ts_xmalloc(nb * B * sizeof(float)); /* exact size: ASan sees overruns */
                     t[k]->nf4_to_f32(blocks, got, nb, B);
                     for (size_t i = 0; i < nb * B; i++)
-                        if (fbits(want[i]) != fbits(got[i]))
+                        if (ts_fbits(want[i]) != ts_fbits(got[i]))
                             fail_msg("nf4->f32 B=%zu [%s] elem %zu: ref 0x%08x got 0x%08x", B, t[k]->name, i,
-                                     fbits(want[i]), fbits(got[i]));
+                                     ts_fbits(want[i]), ts_fbits(got[i]));
                     free(got);
                     runs++;
                 }
@@ -356,18 +328,18 @@ static void test_quant_tails_unaligned(void **state)
     for (int q = Q8; q <= NF4; q++)
         for (size_t nb = 0; nb <= 40; nb++) {
             size_t B = q == NF4 ? (size_t)32 << (nb % 3) : 0, be = block_elems(q, B), bb = block_bytes(q, B);
-            float *x = xmalloc(nb * be * sizeof *x + sizeof(float));
+            float *x = ts_xmalloc(nb * be * sizeof *x + sizeof(float));
             float *xs = x + (nb & 1); /* 4-byte aligned, not 8/32/64 */
             for (size_t b = 0; b < nb; b++) gen_block(&s, q, xs + b * be, be);
-            float *exact = xmalloc(nb * be * sizeof *x);
+            float *exact = ts_xmalloc(nb * be * sizeof *x);
             memcpy(exact, xs, nb * be * sizeof *x);
-            uint8_t *want = xmalloc(nb * bb);
+            uint8_t *want = ts_xmalloc(nb * bb);
             quantize(&lora_kernels_ref, q, exact, want, nb, B);
             for (size_t k = 0; k < nt; k++) {
-                uint8_t *raw = xmalloc(nb * bb + 1), *got = raw + 1; /* odd address */
+                uint8_t *raw = ts_xmalloc(nb * bb + 1), *got = raw + 1; /* odd address */
                 quantize(t[k], q, xs, got, nb, B);
                 if (nb) assert_memory_equal(want, got, nb * bb);
-                uint8_t *tight = xmalloc(nb * bb);
+                uint8_t *tight = ts_xmalloc(nb * bb);
                 quantize(t[k], q, exact, tight, nb, B);
                 if (nb) assert_memory_equal(want, tight, nb * bb);
                 free(tight);

@@ -32,6 +32,7 @@
 
 #include "io/safetensors.h"
 #include "write/afile.h"
+#include "support.h"
 
 /* ------------------------------------------------------------------------ */
 /* helpers                                                                  */
@@ -55,21 +56,6 @@ static uint64_t rd64(const uint8_t *p)
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
     return v;
-}
-
-static uint8_t *read_whole(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)n + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *size = (size_t)n;
-    return p;
 }
 
 /* Element sizes straight from the safetensors README, by name. */
@@ -168,25 +154,10 @@ static lora_status parse_json(const char *json, size_t data, lora_error *err)
 /* real files                                                               */
 /* ------------------------------------------------------------------------ */
 
-static const char *fixtures_dir(void)
-{
-    const char *d = getenv("LORA_FIXTURES_DIR");
-    return d && *d ? d : "/work/shared/fixtures/real";
-}
-
-/* The fixture directory, or skip (fail under CI). */
-static void need_fixtures(void)
-{
-    struct stat st;
-    if (stat(fixtures_dir(), &st) == 0 && S_ISDIR(st.st_mode)) return;
-    if (getenv("CI")) fail_msg("fixtures directory %s is missing and CI is set", fixtures_dir());
-    skip();
-}
-
 static char *fixture_path(const char *rel)
 {
     static char buf[4096];
-    snprintf(buf, sizeof buf, "%s/%s", fixtures_dir(), rel);
+    snprintf(buf, sizeof buf, "%s/%s", ts_fixtures_dir(), rel);
     return buf;
 }
 
@@ -316,7 +287,7 @@ static int is_reference_written(const char *path)
 static size_t manifest_safetensors_count(void)
 {
     size_t size;
-    uint8_t *m = read_whole(fixture_path("MANIFEST.tsv"), &size);
+    uint8_t *m = ts_read_file(fixture_path("MANIFEST.tsv"), &size);
     assert_non_null(m);
     size_t count = 0;
     char *s = (char *)m;
@@ -332,9 +303,9 @@ static size_t manifest_safetensors_count(void)
 static void test_fixtures_all(void **state)
 {
     (void)state;
-    need_fixtures();
+    ts_need_fixtures();
     char pattern[4200];
-    snprintf(pattern, sizeof pattern, "%s/*/*.safetensors", fixtures_dir());
+    snprintf(pattern, sizeof pattern, "%s/*/*.safetensors", ts_fixtures_dir());
     glob_t g;
     assert_int_equal(glob(pattern, 0, NULL, &g), 0);
     assert_int_equal(g.gl_pathc, manifest_safetensors_count());
@@ -342,7 +313,7 @@ static void test_fixtures_all(void **state)
     for (size_t k = 0; k < g.gl_pathc; k++) {
         const char *path = g.gl_pathv[k];
         size_t size;
-        uint8_t *buf = read_whole(path, &size);
+        uint8_t *buf = ts_read_file(path, &size);
         assert_non_null(buf);
         lora_error err;
         lora_st_file *f = NULL, *fm = NULL, *back = NULL;
@@ -451,7 +422,7 @@ static void assert_bytes_hex(const uint8_t *p, const char *hex)
 static void test_fixtures_tables(void **state)
 {
     (void)state;
-    need_fixtures();
+    ts_need_fixtures();
     lora_error err;
     lora_st_file *f;
 
@@ -525,7 +496,7 @@ static void test_fixtures_tables(void **state)
 static void test_fixture_gguf_rejected(void **state)
 {
     (void)state;
-    need_fixtures();
+    ts_need_fixtures();
     lora_error err;
     lora_st_file *f;
     assert_int_equal(lora_st_open(fixture_path("gguf-llama2-tiny-random/llama-2-tiny-random.gguf"), NULL, &f, &err),
@@ -1296,7 +1267,7 @@ static void test_writer_file(void **state)
     assert_int_equal(f->file_size, 8 + f->header_size + 8);
     lora_st_free(f);
     size_t before_size;
-    uint8_t *before = read_whole(path, &before_size);
+    uint8_t *before = ts_read_file(path, &before_size);
 
     /* Failures leave the target as it was and no temp file behind. */
     t[1].name = "x";
@@ -1309,7 +1280,7 @@ static void test_writer_file(void **state)
     assert_int_equal(lora_st_write_file(NULL, path, &o, t, 1, NULL, 0, d, &err), LORA_E_SAME_FILE);
     assert_int_equal(lora_st_write_file(NULL, dir, NULL, t, 1, NULL, 0, d, &err), LORA_E_NOT_REGULAR_FILE);
     size_t after_size;
-    uint8_t *after = read_whole(path, &after_size);
+    uint8_t *after = ts_read_file(path, &after_size);
     assert_int_equal(after_size, before_size);
     assert_memory_equal(after, before, before_size);
     free(after);

@@ -32,6 +32,7 @@
 #include "lora.h"
 #include "lora_format.h"
 #include "write/io.h"
+#include "support.h"
 
 /* ------------------------------------------------------------------------ */
 /* small helpers                                                            */
@@ -58,21 +59,6 @@ static uint32_t f32_bits(float f)
     return u;
 }
 
-static uint8_t *read_whole(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)n + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *size = (size_t)n;
-    return p;
-}
-
 static void write_whole(const char *path, const void *data, size_t size, mode_t mode)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
@@ -85,7 +71,7 @@ static void write_whole(const char *path, const void *data, size_t size, mode_t 
 static int file_equals(const char *path, const void *data, size_t size)
 {
     size_t n = 0;
-    uint8_t *p = read_whole(path, &n);
+    uint8_t *p = ts_read_file(path, &n);
     int eq = p && n == size && memcmp(p, data, size) == 0;
     free(p);
     return eq;
@@ -1414,7 +1400,7 @@ static void run_fault_mode(const char *dir, int fault)
     size_t n;
     uint8_t *want = to_buffer(w, &n);
     fault_ctx f;
-    lora_io io = {f_openat, f_write, f_fchmod, f_fsync, f_close, f_renameat, f_unlinkat, &f};
+    lora_io io = {f_openat, f_write, f_fchmod, f_fsync, f_close, f_renameat, f_unlinkat, &f, NULL, NULL};
     lora_writer_set_io_for_testing(w, &io);
     int succeeded = 0;
     for (int at = 1; at < 1000 && !succeeded; at++) {
@@ -1470,7 +1456,7 @@ static void test_fault_call_sequence(void **state)
     lora_writer *w = small_adapter(6);
     fault_ctx f;
     memset(&f, 0, sizeof f);
-    lora_io io = {f_openat, f_write, f_fchmod, f_fsync, f_close, f_renameat, f_unlinkat, &f};
+    lora_io io = {f_openat, f_write, f_fchmod, f_fsync, f_close, f_renameat, f_unlinkat, &f, NULL, NULL};
     lora_writer_set_io_for_testing(w, &io);
     assert_int_equal(lora_writer_write_file(w, p, NULL, NULL), LORA_OK);
     /* open dir, create temp, staged tables (flushed by the big blob), big blob (direct), staged rest,
