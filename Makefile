@@ -257,19 +257,22 @@ setup:
 
 install: all
 	install -d $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
-	install -m 644 lib/lora.h lib/lora_errors.h $(DESTDIR)$(INCDIR)/
-	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 644 lib/lora.h lib/lora_errors.h lib/lora_ops.h $(DESTDIR)$(INCDIR)/
+	install -m 644 $(STATIC) $(OPS_STATIC) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
 	ln -sf liblora.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/liblora.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' liblora.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/liblora.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' liblora-ops.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/liblora-ops.pc
 	install -m 755 $(TOOLS:%=$(BUILD)/%) $(DESTDIR)$(BINDIR)/
 	install -m 644 $(TOOLS:%=man/%.1) $(DESTDIR)$(MANDIR)/man1/
 
 uninstall:
-	rm -f $(DESTDIR)$(INCDIR)/lora.h $(DESTDIR)$(INCDIR)/lora_errors.h
-	rm -f $(DESTDIR)$(LIBDIR)/liblora.a $(DESTDIR)$(LIBDIR)/liblora.so* $(DESTDIR)$(LIBDIR)/pkgconfig/liblora.pc
+	rm -f $(DESTDIR)$(INCDIR)/lora.h $(DESTDIR)$(INCDIR)/lora_errors.h $(DESTDIR)$(INCDIR)/lora_ops.h
+	rm -f $(DESTDIR)$(LIBDIR)/liblora.a $(DESTDIR)$(LIBDIR)/liblora-ops.a $(DESTDIR)$(LIBDIR)/liblora.so*
+	rm -f $(DESTDIR)$(LIBDIR)/pkgconfig/liblora.pc $(DESTDIR)$(LIBDIR)/pkgconfig/liblora-ops.pc
 	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(TOOLS:%=$(DESTDIR)$(MANDIR)/man1/%.1)
 
 clean:

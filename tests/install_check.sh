@@ -17,9 +17,13 @@ if make --no-print-directory -s BUILD="$BUILD" install DESTDIR="$dest" PREFIX=/u
 else
     notok "make install"; cat "$dest/log"
 fi
-for f in usr/include/lora.h usr/include/lora_errors.h usr/lib/liblora.a usr/lib/pkgconfig/liblora.pc \
-         usr/bin/lora-info usr/bin/lora-verify usr/share/man/man1/lora-info.1 usr/share/man/man1/lora-verify.1; do
+for f in usr/include/lora.h usr/include/lora_errors.h usr/include/lora_ops.h usr/lib/liblora.a usr/lib/liblora-ops.a \
+         usr/lib/pkgconfig/liblora.pc usr/lib/pkgconfig/liblora-ops.pc; do
     if [ -e "$dest/$f" ]; then ok "installed $f"; else notok "installed $f"; fi
+done
+for t in lora-info lora-verify lora-convert lora-merge lora-quantize lora-prune; do
+    if [ -x "$dest/usr/bin/$t" ] && [ -f "$dest/usr/share/man/man1/$t.1" ]; then ok "installed $t and its man page"; else
+        notok "installed $t and its man page"; fi
 done
 soname=$(objdump -p "$dest/usr/lib/liblora.so" 2>/dev/null | awk '/SONAME/ {print $2}')
 if [ "$soname" = "liblora.so.0" ]; then ok "soname $soname"; else notok "soname is '$soname'"; fi
