@@ -55,7 +55,8 @@ TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_SUPPORT_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/unit/*.c))
 TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/%.o)
 
-GEN_BINS := $(BUILD)/gen_vectors $(BUILD)/make_sample $(BUILD)/make_tricky $(BUILD)/flip_check $(BUILD)/merge_demo
+GEN_BINS := $(BUILD)/gen_vectors $(BUILD)/make_sample $(BUILD)/make_tricky $(BUILD)/flip_check $(BUILD)/merge_demo \
+            $(BUILD)/make_killdata
 
 STATIC := $(BUILD)/liblora.a
 SHARED := $(BUILD)/liblora.so.$(VERSION)

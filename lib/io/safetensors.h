@@ -282,5 +282,11 @@ lora_status lora_st_write(const lora_allocator *a, const lora_st_entry *tensors,
 lora_status lora_st_write_file(const lora_allocator *a, const char *path, const lora_write_options *opts,
                                const lora_st_entry *tensors, uint32_t count, const lora_st_pair *meta,
                                uint32_t meta_count, const void *const *data, lora_error *err);
+/* The same with the output file's system calls through `io` (tests; NULL
+ * is libc, which is lora_st_write_file). */
+lora_status lora_st_write_file_io(const lora_allocator *a, const struct lora_io *io, const char *path,
+                                  const lora_write_options *opts, const lora_st_entry *tensors, uint32_t count,
+                                  const lora_st_pair *meta, uint32_t meta_count, const void *const *data,
+                                  lora_error *err);
 
 #endif /* LORA_IO_SAFETENSORS_H */

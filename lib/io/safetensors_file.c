@@ -46,9 +46,17 @@ lora_status lora_st_write_file(const lora_allocator *a, const char *path, const 
                                const lora_st_entry *tensors, uint32_t count, const lora_st_pair *meta,
                                uint32_t meta_count, const void *const *data, lora_error *err)
 {
+    return lora_st_write_file_io(a, NULL, path, opts, tensors, count, meta, meta_count, data, err);
+}
+
+lora_status lora_st_write_file_io(const lora_allocator *a, const struct lora_io *io, const char *path,
+                                  const lora_write_options *opts, const lora_st_entry *tensors, uint32_t count,
+                                  const lora_st_pair *meta, uint32_t meta_count, const void *const *data,
+                                  lora_error *err)
+{
     lora_error_clear(err);
     lora_afile *af = NULL;
-    LORA_FORWARD_IF_ERROR(lora_afile_open(a, NULL, path, opts, &af, err));
+    LORA_FORWARD_IF_ERROR(lora_afile_open(a, io, path, opts, &af, err));
     lora_status st = lora_st_write(a, tensors, count, meta, meta_count, data, lora_st_afile_sink_write, af, err);
     if (st == LORA_OK) st = lora_afile_flush(af, err);
     if (st == LORA_OK) st = read_back(a, lora_afile_temp_path(af), tensors, count, meta, meta_count, err);

@@ -103,10 +103,11 @@ lora_status lora_adir_prepare_output(const char *dir, const char *what, lora_err
 }
 
 lora_status lora_adir_stage_bytes(const lora_allocator *a, const char *path, const lora_write_options *wopts,
-                                  const void *data, size_t size, lora_afile **out, lora_error *err)
+                                  const lora_io *io, const void *data, size_t size, lora_afile **out,
+                                  lora_error *err)
 {
     lora_afile *f = NULL;
-    LORA_FORWARD_IF_ERROR(lora_afile_open(a, NULL, path, wopts, &f, err));
+    LORA_FORWARD_IF_ERROR(lora_afile_open(a, io, path, wopts, &f, err));
     lora_status st = lora_afile_write(f, data, size, err);
     if (st == LORA_OK) st = lora_afile_flush(f, err);
     if (st != LORA_OK) {
@@ -127,14 +128,5 @@ void lora_adir_abort(lora_afile **files, size_t n)
 
 lora_status lora_adir_commit(lora_afile **files, size_t n, lora_error *err)
 {
-    for (size_t i = 0; i < n; i++) {
-        lora_afile *f = files[i];
-        files[i] = NULL;
-        lora_status st = lora_afile_commit(f, err);
-        if (st != LORA_OK) {
-            lora_adir_abort(files + i + 1, n - i - 1);
-            return st;
-        }
-    }
-    return LORA_OK;
+    return lora_afile_commit_all(files, n, err);
 }

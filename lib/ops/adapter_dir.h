@@ -59,14 +59,16 @@ typedef struct {
  * blob's: zlib blobs are inflated, nothing else touched). The temp file is parsed back before
  * this returns. On success *out is the staged file for lora_adir_commit. */
 lora_status lora_adir_stage_safetensors(const lora_reader *r, const lora_convert_options *o, const char *path,
-                                        const lora_write_options *wopts, const lora_adir_tensor *t, uint32_t count,
+                                        const lora_write_options *wopts, const lora_io *io,
+                                        const lora_adir_tensor *t, uint32_t count,
                                         const lora_st_pair *meta, uint32_t meta_count, lora_afile **out,
                                         lora_error *err);
-/* Stage `size` bytes at `path`. */
+/* Stage `size` bytes at `path`. (`io` of both: see lora_exporter_fn.) */
 lora_status lora_adir_stage_bytes(const lora_allocator *a, const char *path, const lora_write_options *wopts,
-                                  const void *data, size_t size, lora_afile **out, lora_error *err);
-/* Commit files[0..n) in order; every entry is consumed (set to NULL). After
- * a failure the remaining ones are aborted. */
+                                  const lora_io *io, const void *data, size_t size, lora_afile **out,
+                                  lora_error *err);
+/* Commit files[0..n) as one output: lora_afile_commit_all (every file
+ * fsynced before the first rename; every entry consumed). */
 lora_status lora_adir_commit(lora_afile **files, size_t n, lora_error *err);
 void lora_adir_abort(lora_afile **files, size_t n);
 

@@ -189,7 +189,8 @@ static lora_status read_back(const lora_allocator *a, const char *tmp, const lor
 }
 
 lora_status lora_adir_stage_safetensors(const lora_reader *r, const lora_convert_options *o, const char *path,
-                                        const lora_write_options *wopts, const lora_adir_tensor *t, uint32_t count,
+                                        const lora_write_options *wopts, const lora_io *io,
+                                        const lora_adir_tensor *t, uint32_t count,
                                         const lora_st_pair *meta, uint32_t meta_count, lora_afile **out,
                                         lora_error *err)
 {
@@ -199,7 +200,7 @@ lora_status lora_adir_stage_safetensors(const lora_reader *r, const lora_convert
     lora_afile *f = NULL;
     lora_st_writer *sw = NULL;
     lora_status st = fill_entries(r, t, count, e, err);
-    if (st == LORA_OK) st = lora_afile_open(a, NULL, path, wopts, &f, err);
+    if (st == LORA_OK) st = lora_afile_open(a, io, path, wopts, &f, err);
     if (st == LORA_OK) st = lora_st_writer_begin(a, e, count, meta, meta_count, lora_st_afile_sink_write, f, &sw, err);
     if (st == LORA_OK) st = stream(r, a, t, count, sw, err);
     lora_st_writer_free(sw);

@@ -255,10 +255,10 @@ static lora_importer_fn importer_for(lora_format f)
 static lora_exporter_fn exporter_for(lora_format f)
 {
     switch (f) {
-    case LORA_FORMAT_PEFT: return lora_export_peft;
-    case LORA_FORMAT_MLX: return lora_export_mlx;
-    case LORA_FORMAT_KOHYA: return lora_export_kohya;
-    case LORA_FORMAT_GGUF: return lora_export_gguf;
+    case LORA_FORMAT_PEFT: return lora_export_peft_io;
+    case LORA_FORMAT_MLX: return lora_export_mlx_io;
+    case LORA_FORMAT_KOHYA: return lora_export_kohya_io;
+    case LORA_FORMAT_GGUF: return lora_export_gguf_io;
     case LORA_FORMAT_LORA:
     case LORA_FORMAT_DIFFUSERS:
     case LORA_FORMAT_AUTO: break;
@@ -378,6 +378,12 @@ static void collect_inputs(const char *input, input_files *in)
 
 lora_status lora_convert(const char *input, const char *output, const lora_convert_options *opts, lora_error *err)
 {
+    return lora_convert_io(input, output, opts, NULL, err);
+}
+
+lora_status lora_convert_io(const char *input, const char *output, const lora_convert_options *opts,
+                            const lora_io *io, lora_error *err)
+{
     lora_error_clear(err);
     lora_convert_options defaults = LORA_CONVERT_OPTIONS_INIT;
     const lora_convert_options *o = opts ? opts : &defaults;
@@ -400,6 +406,7 @@ lora_status lora_convert(const char *input, const char *output, const lora_conve
     LORA_FORWARD_IF_ERROR(import_any(input, o, &from, &w, err));
     lora_status st;
     if (to == LORA_FORMAT_LORA) {
+        if (io) lora_writer_set_io_for_testing(w, io);
         st = lora_writer_write_file(w, output, &wo, err);
         lora_writer_free(w);
         return st;
@@ -414,7 +421,7 @@ lora_status lora_convert(const char *input, const char *output, const lora_conve
     lora_reader *r;
     st = lora_reader_open_buffer(buf, size, &ro, &r, err);
     if (st == LORA_OK) {
-        st = exp(r, output, o, &wo, err);
+        st = exp(r, output, o, &wo, io, err);
         lora_reader_free(r);
     }
     lora_mem_free(&o->allocator, buf);

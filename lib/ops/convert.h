@@ -21,15 +21,24 @@
 typedef lora_status (*lora_importer_fn)(const char *input, const lora_convert_options *o, lora_writer *w,
                                         lora_error *err);
 /* `output` is the path the user gave; `wopts` carries the inputs the output
- * must not overwrite (pass it to lora_afile_open). */
+ * must not overwrite and `io` the system calls of the output files (NULL:
+ * libc; tests fail them one by one): pass both to lora_afile_open. Each
+ * exporter below is also declared without `io` (libc). */
 typedef lora_status (*lora_exporter_fn)(const lora_reader *r, const char *output, const lora_convert_options *o,
-                                        const lora_write_options *wopts, lora_error *err);
+                                        const lora_write_options *wopts, const lora_io *io, lora_error *err);
+
+/* lora_convert with the output files' system calls through `io` (tests;
+ * NULL: libc, which is lora_convert). */
+lora_status lora_convert_io(const char *input, const char *output, const lora_convert_options *opts,
+                            const lora_io *io, lora_error *err);
 
 /* PEFT: a directory with adapter_model.safetensors + adapter_config.json, or
  * the .safetensors path with the config beside it. Exports a directory. */
 lora_status lora_import_peft(const char *input, const lora_convert_options *o, lora_writer *w, lora_error *err);
 lora_status lora_export_peft(const lora_reader *r, const char *output, const lora_convert_options *o,
                              const lora_write_options *wopts, lora_error *err);
+lora_status lora_export_peft_io(const lora_reader *r, const char *output, const lora_convert_options *o,
+                                const lora_write_options *wopts, const lora_io *io, lora_error *err);
 /* diffusers: PEFT keys without the base_model.model. prefix; the PEFT config
  * may sit in __metadata__["lora_adapter_metadata"]. Import only. */
 lora_status lora_import_diffusers(const char *input, const lora_convert_options *o, lora_writer *w, lora_error *err);
@@ -37,14 +46,20 @@ lora_status lora_import_diffusers(const char *input, const lora_convert_options 
 lora_status lora_import_mlx(const char *input, const lora_convert_options *o, lora_writer *w, lora_error *err);
 lora_status lora_export_mlx(const lora_reader *r, const char *output, const lora_convert_options *o,
                             const lora_write_options *wopts, lora_error *err);
+lora_status lora_export_mlx_io(const lora_reader *r, const char *output, const lora_convert_options *o,
+                               const lora_write_options *wopts, const lora_io *io, lora_error *err);
 /* kohya sd-scripts: lora_unet_* / lora_te*_ with lora_down/lora_up/alpha. */
 lora_status lora_import_kohya(const char *input, const lora_convert_options *o, lora_writer *w, lora_error *err);
 lora_status lora_export_kohya(const lora_reader *r, const char *output, const lora_convert_options *o,
                               const lora_write_options *wopts, lora_error *err);
+lora_status lora_export_kohya_io(const lora_reader *r, const char *output, const lora_convert_options *o,
+                                 const lora_write_options *wopts, const lora_io *io, lora_error *err);
 /* llama.cpp GGUF adapters. */
 lora_status lora_import_gguf(const char *input, const lora_convert_options *o, lora_writer *w, lora_error *err);
 lora_status lora_export_gguf(const lora_reader *r, const char *output, const lora_convert_options *o,
                              const lora_write_options *wopts, lora_error *err);
+lora_status lora_export_gguf_io(const lora_reader *r, const char *output, const lora_convert_options *o,
+                                const lora_write_options *wopts, const lora_io *io, lora_error *err);
 
 /* ---- helpers shared by importers and exporters (lib/ops/ops_util.c) ---- */
 

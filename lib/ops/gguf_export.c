@@ -485,10 +485,10 @@ static lora_status verify_temp(const gx_state *x, lora_afile *f, lora_error *err
 }
 
 static lora_status write_file(const gx_state *x, lora_gguf_writer *w, const char *output,
-                              const lora_write_options *wopts, lora_error *err)
+                              const lora_write_options *wopts, const lora_io *io, lora_error *err)
 {
     lora_afile *f = NULL;
-    LORA_FORWARD_IF_ERROR(lora_afile_open(x->alloc, NULL, output, wopts, &f, err));
+    LORA_FORWARD_IF_ERROR(lora_afile_open(x->alloc, io, output, wopts, &f, err));
     lora_status st = lora_gguf_writer_begin(w, afile_sink, f, err);
     for (uint32_t i = 0; i < x->n_pairs && st == LORA_OK; i++) st = emit_pair(x, w, &x->pairs[i], err);
     if (st == LORA_OK) st = lora_gguf_writer_finish(w, err);
@@ -502,6 +502,12 @@ static lora_status write_file(const gx_state *x, lora_gguf_writer *w, const char
 
 lora_status lora_export_gguf(const lora_reader *r, const char *output, const lora_convert_options *o,
                              const lora_write_options *wopts, lora_error *err)
+{
+    return lora_export_gguf_io(r, output, o, wopts, NULL, err);
+}
+
+lora_status lora_export_gguf_io(const lora_reader *r, const char *output, const lora_convert_options *o,
+                                const lora_write_options *wopts, const lora_io *io, lora_error *err)
 {
     lora_convert_options defaults = LORA_CONVERT_OPTIONS_INIT;
     if (!o) o = &defaults;
@@ -525,7 +531,7 @@ lora_status lora_export_gguf(const lora_reader *r, const char *output, const lor
                                           lora_status_message(st));
     }
     if (st == LORA_OK) st = add_infos(&x, w, err);
-    if (st == LORA_OK) st = write_file(&x, w, output, wopts, err);
+    if (st == LORA_OK) st = write_file(&x, w, output, wopts, io, err);
     lora_gguf_writer_free(w);
     lora_mem_free(x.alloc, x.pairs);
     return st;

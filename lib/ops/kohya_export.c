@@ -481,8 +481,8 @@ static lora_status stream(xctx *c, lora_afile *af, const lora_st_entry *ents, co
     return st;
 }
 
-static lora_status write_file(xctx *c, const char *output, const lora_write_options *wopts, const uint32_t *order,
-                              const kmeta *km, lora_error *err)
+static lora_status write_file(xctx *c, const char *output, const lora_write_options *wopts, const lora_io *io,
+                              const uint32_t *order, const kmeta *km, lora_error *err)
 {
     lora_st_entry *ents = lora_mem_calloc(c->a, c->count, sizeof *ents);
     if (!ents) return lora_error_set(err, LORA_E_OUT_OF_MEMORY, LORA_NO_OFFSET, "kohya export: out of memory");
@@ -495,7 +495,7 @@ static lora_status write_file(xctx *c, const char *output, const lora_write_opti
         ents[i].size = e->size;
     }
     lora_afile *af = NULL;
-    lora_status st = lora_afile_open(c->a, NULL, output, wopts, &af, err);
+    lora_status st = lora_afile_open(c->a, io, output, wopts, &af, err);
     if (st == LORA_OK) {
         const lora_st_pair *meta = km->restored ? km->restored : km->pairs;
         st = stream(c, af, ents, order, meta, km->count, err);
@@ -527,7 +527,8 @@ static lora_status plan(xctx *c, lora_error *err)
     return LORA_OK;
 }
 
-static lora_status run(xctx *c, const char *output, const lora_write_options *wopts, lora_error *err)
+static lora_status run(xctx *c, const char *output, const lora_write_options *wopts, const lora_io *io,
+                       lora_error *err)
 {
     LORA_FORWARD_IF_ERROR(plan(c, err));
     uint32_t *order = lora_mem_calloc(c->a, c->count, sizeof *order);
@@ -538,7 +539,7 @@ static lora_status run(xctx *c, const char *output, const lora_write_options *wo
     if (!order || !tmp) st = lora_error_set(err, LORA_E_OUT_OF_MEMORY, LORA_NO_OFFSET, "kohya export: out of memory");
     if (st == LORA_OK) st = order_entries(c, order, tmp, err);
     if (st == LORA_OK) st = build_meta(c, &km, err);
-    if (st == LORA_OK) st = write_file(c, output, wopts, order, &km, err);
+    if (st == LORA_OK) st = write_file(c, output, wopts, io, order, &km, err);
     json_decref(km.source);
     lora_mem_free(c->a, km.restored);
     lora_mem_free(c->a, order);
@@ -548,6 +549,12 @@ static lora_status run(xctx *c, const char *output, const lora_write_options *wo
 
 lora_status lora_export_kohya(const lora_reader *r, const char *output, const lora_convert_options *o,
                               const lora_write_options *wopts, lora_error *err)
+{
+    return lora_export_kohya_io(r, output, o, wopts, NULL, err);
+}
+
+lora_status lora_export_kohya_io(const lora_reader *r, const char *output, const lora_convert_options *o,
+                                 const lora_write_options *wopts, const lora_io *io, lora_error *err)
 {
     lora_convert_options defaults = LORA_CONVERT_OPTIONS_INIT;
     if (!o) o = &defaults;
@@ -562,7 +569,7 @@ lora_status lora_export_kohya(const lora_reader *r, const char *output, const lo
     c.o = o;
     c.a = &o->allocator;
     c.drop = (o->flags & LORA_CONVERT_DROP_UNSUPPORTED) != 0;
-    lora_status st = run(&c, output, wopts, err);
+    lora_status st = run(&c, output, wopts, io, err);
     for (uint32_t i = 0; i < c.count; i++) lora_mem_free(c.a, c.e[i].name);
     lora_mem_free(c.a, c.e);
     json_decref(c.alpha_rec);

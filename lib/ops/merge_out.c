@@ -13,9 +13,11 @@
  *
  * Every target is opened (and so checked: never an input, never a
  * directory or a device) before the first byte is written. Commit reads
- * each temp file back with its parser, then fsyncs and renames the files
- * in order and the index last, so a reader that trusts the index never
- * finds a shard it names incomplete.
+ * each temp file back with its parser, writes the index, fsyncs every
+ * file, and only then renames the files in order and the index last, so a
+ * reader that trusts the index never finds a shard it names incomplete,
+ * and only a failing rename or directory fsync can leave a mix of new
+ * and old files.
  */
 #include <errno.h>
 #include <string.h>
@@ -405,6 +407,7 @@ static lora_status read_back_gguf(const mout *w, lora_error *err)
     return st;
 }
 
+/* The index's bytes into its temp file (committed after the shards). */
 static lora_status write_index(mout *w, lora_error *err)
 {
     char *text = NULL;
@@ -412,26 +415,26 @@ static lora_status write_index(mout *w, lora_error *err)
     LORA_FORWARD_IF_ERROR(mindex_render(w->b, w->total, &text, &len, err));
     lora_status st = lora_afile_write(w->index_af, text, len, err);
     lora_mem_free(&w->alloc, text);
-    lora_afile *f = w->index_af;
-    w->index_af = NULL;
-    if (st != LORA_OK) {
-        lora_afile_abort(f);
-        return st;
-    }
-    w->index_bytes = len;
-    return lora_afile_commit(f, err);
+    if (st == LORA_OK) w->index_bytes = len;
+    return st;
 }
 
+/* The shards and the index last, as one output (lora_afile_commit_all:
+ * all fsynced before the first rename, so a full disk or a failing fsync
+ * never leaves some shards new and others old). */
 lora_status mout_commit(mout *w, lora_error *err)
 {
     for (uint32_t i = 0; i < w->nfiles; i++)
         LORA_FORWARD_IF_ERROR(w->b->kind == MBASE_GGUF ? read_back_gguf(w, err) : read_back_st(w, i, err));
-    for (uint32_t i = 0; i < w->nfiles; i++) {
-        lora_afile *f = w->af[i];
-        w->af[i] = NULL;
-        LORA_FORWARD_IF_ERROR(lora_afile_commit(f, err));
-    }
     if (w->index_af) LORA_FORWARD_IF_ERROR(write_index(w, err));
+    size_t n = (size_t)w->nfiles + (w->index_af != NULL);
+    lora_afile **all = lora_mem_calloc(&w->alloc, n, sizeof *all);
+    if (!all) return nomem(err);
+    for (uint32_t i = 0; i < w->nfiles; i++) all[i] = w->af[i], w->af[i] = NULL;
+    if (w->index_af) all[w->nfiles] = w->index_af, w->index_af = NULL;
+    lora_status st = lora_afile_commit_all(all, n, err);
+    lora_mem_free(&w->alloc, all);
+    LORA_FORWARD_IF_ERROR(st);
     lora_mem_free(&w->alloc, w->created_dir); /* ours to keep now */
     w->created_dir = NULL;
     return LORA_OK;

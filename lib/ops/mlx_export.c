@@ -250,8 +250,8 @@ static lora_status config_text(const lora_reader *r, const lora_convert_options 
 }
 
 static lora_status write_dir(const lora_reader *r, const char *output, const lora_convert_options *o,
-                             const lora_write_options *wopts, lora_adir_tensor *t, uint32_t n, const char *cfg,
-                             size_t cfg_size, lora_error *err)
+                             const lora_write_options *wopts, const lora_io *io, lora_adir_tensor *t, uint32_t n,
+                             const char *cfg, size_t cfg_size, lora_error *err)
 {
     const lora_allocator *a = &o->allocator;
     char *wpath = lora_adir_join(a, output, "adapters.safetensors");
@@ -259,8 +259,8 @@ static lora_status write_dir(const lora_reader *r, const char *output, const lor
     lora_afile *files[2] = {NULL, NULL};
     lora_status st = wpath && cpath ? LORA_OK : FAIL(LORA_E_OUT_OF_MEMORY, "out of memory");
     if (st == LORA_OK) st = lora_adir_prepare_output(output, "mlx", err);
-    if (st == LORA_OK) st = lora_adir_stage_safetensors(r, o, wpath, wopts, t, n, NULL, 0, &files[0], err);
-    if (st == LORA_OK) st = lora_adir_stage_bytes(a, cpath, wopts, cfg, cfg_size, &files[1], err);
+    if (st == LORA_OK) st = lora_adir_stage_safetensors(r, o, wpath, wopts, io, t, n, NULL, 0, &files[0], err);
+    if (st == LORA_OK) st = lora_adir_stage_bytes(a, cpath, wopts, io, cfg, cfg_size, &files[1], err);
     if (st == LORA_OK) st = lora_adir_commit(files, 2, err);
     else lora_adir_abort(files, 2);
     lora_mem_free(a, wpath);
@@ -270,6 +270,12 @@ static lora_status write_dir(const lora_reader *r, const char *output, const lor
 
 lora_status lora_export_mlx(const lora_reader *r, const char *output, const lora_convert_options *o,
                             const lora_write_options *wopts, lora_error *err)
+{
+    return lora_export_mlx_io(r, output, o, wopts, NULL, err);
+}
+
+lora_status lora_export_mlx_io(const lora_reader *r, const char *output, const lora_convert_options *o,
+                               const lora_write_options *wopts, const lora_io *io, lora_error *err)
 {
     lora_convert_options defaults = LORA_CONVERT_OPTIONS_INIT;
     if (!o) o = &defaults;
@@ -292,7 +298,7 @@ lora_status lora_export_mlx(const lora_reader *r, const char *output, const lora
     if (st == LORA_OK) st = lora_adir_fill_dtypes(r, o, t, n, err);
     if (st == LORA_OK) {
         lora_adir_sort_like_reference(t, n);
-        st = write_dir(r, output, o, wopts, t, n, cfg, cfg_size, err);
+        st = write_dir(r, output, o, wopts, io, t, n, cfg, cfg_size, err);
     }
     lora_mem_free(a, cfg);
     lora_adir_tensors_free(a, t, n);

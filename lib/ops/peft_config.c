@@ -78,8 +78,18 @@ static lora_status get_alpha(const json_t *v, double *out, const char *field, co
     return LORA_OK;
 }
 
+/* A regex key's share of LORA_PEFT_REGEX_MAX_COST (peft_config.h). */
+static lora_status charge_regex(const char *key, uint64_t *cost, const char *field, lora_error *err)
+{
+    uint64_t size = lora_peft_regex_size(key, LORA_PEFT_REGEX_MAX_SIZE);
+    *cost += size * size; /* compiled, so size <= MAX_SIZE */
+    if (*cost > LORA_PEFT_REGEX_MAX_COST)
+        return BAD(LORA_E_LIMIT_EXCEEDED, "%s: the regular-expression keys together are too large to compile", field);
+    return LORA_OK;
+}
+
 static lora_status get_patterns(lora_peft_config *c, const json_t *root, const char *key, int is_rank,
-                                const char *what, lora_error *err)
+                                uint64_t *regex_cost, const char *what, lora_error *err)
 {
     json_t *obj = json_object_get(root, key);
     if (!obj || json_is_null(obj)) return LORA_OK;
@@ -105,9 +115,12 @@ static lora_status get_patterns(lora_peft_config *c, const json_t *root, const c
             LORA_FORWARD_IF_ERROR(get_alpha(v, &p->value, field, what, err));
         }
         LORA_FORWARD_IF_ERROR(lora_peft_key_compile(&c->alloc, &p->key, k, &c->regex_count, field, err));
+        int is_regex = p->key.is_regex;
         p++;
         if (is_rank) c->rank_count++;
         else c->alpha_count++;
+        /* counted first: lora_peft_config_free frees the key whatever this says */
+        if (is_regex) LORA_FORWARD_IF_ERROR(charge_regex(k, regex_cost, field, err));
     }
     return LORA_OK;
 }
@@ -203,8 +216,9 @@ static lora_status read_fields(lora_peft_config *c, const json_t *root, const ch
     LORA_FORWARD_IF_ERROR(get_bool(root, "lora_bias", &c->lora_bias, what, err));
     LORA_FORWARD_IF_ERROR(get_bias(c, root, what, err));
     LORA_FORWARD_IF_ERROR(get_layers(c, root, what, err));
-    LORA_FORWARD_IF_ERROR(get_patterns(c, root, "rank_pattern", 1, what, err));
-    LORA_FORWARD_IF_ERROR(get_patterns(c, root, "alpha_pattern", 0, what, err));
+    uint64_t regex_cost = 0;
+    LORA_FORWARD_IF_ERROR(get_patterns(c, root, "rank_pattern", 1, &regex_cost, what, err));
+    LORA_FORWARD_IF_ERROR(get_patterns(c, root, "alpha_pattern", 0, &regex_cost, what, err));
     LORA_FORWARD_IF_ERROR(get_selector(c, root, "target_modules", &c->targets, &c->target_count, &c->target_re,
                                        &c->target_is_re, what, err));
     LORA_FORWARD_IF_ERROR(get_selector(c, root, "exclude_modules", &c->excludes, &c->exclude_count, &c->exclude_re,

@@ -109,10 +109,30 @@ lora_status lora_peft_key_compile(const lora_allocator *a, lora_peft_key *k, con
 int lora_peft_key_match(const lora_peft_key *k, const char *name);
 void lora_peft_key_free(const lora_allocator *a, lora_peft_key *k);
 
+/* regcomp copies the operand of a bound {m,n} n times ('+' twice), so
+ * nested bounds multiply: ((a{999}){999}){999} asked for 24 GB. Worse, with
+ * an operand that can match nothing its closure tables explode
+ * (((a*)*){256} did not finish in 20 s). So the translation refuses a
+ * bound of more than one repetition over an operand that can match
+ * nothing (and, as Python does, unbalanced parentheses and a quantifier
+ * with nothing to repeat or after another one); a pattern longer than
+ * MAX_LEN bytes, or of more than MAX_SIZE atoms once its repetitions are
+ * expanded, is refused; and a config's regex keys may cost at most
+ * MAX_COST in total, each counted as its size squared. Real keys are
+ * module names (not compiled at all) or a few dozen atoms. */
+#define LORA_PEFT_REGEX_MAX_LEN 1024u
+#define LORA_PEFT_REGEX_MAX_SIZE 512u
+#define LORA_PEFT_REGEX_MAX_COST ((uint64_t)1 << 21)
+
+/* The atoms regcomp builds for the Python pattern `py`, repetitions
+ * expanded (an estimate from the text, before translation), or
+ * UINT64_MAX when past `cap`. */
+uint64_t lora_peft_regex_size(const char *py, uint64_t cap);
+
 /* Compile a Python pattern: anchored as PEFT's pattern lookup does
  * (^(.*\.)?(P)$) when `suffix_match`, else as re.fullmatch (^(P)$).
  * LORA_E_UNSUPPORTED_ADAPTER with "<what>: <why>" when it cannot be
- * translated exactly. */
+ * translated exactly, or is too large (above). */
 lora_status lora_peft_regex_compile(regex_t *re, const char *py, int suffix_match, const char *what, lora_error *err);
 /* 1 if `s` matches. */
 int lora_peft_regex_match(const regex_t *re, const char *s);

@@ -87,8 +87,8 @@ static lora_status config_text(const lora_reader *r, const lora_convert_options 
 }
 
 static lora_status stage_and_commit(const lora_reader *r, const char *output, const lora_convert_options *o,
-                                    const lora_write_options *wopts, lora_adir_tensor *t, uint32_t n,
-                                    const char *cfg, size_t cfg_size, lora_error *err)
+                                    const lora_write_options *wopts, const lora_io *io, lora_adir_tensor *t,
+                                    uint32_t n, const char *cfg, size_t cfg_size, lora_error *err)
 {
     const lora_allocator *a = &o->allocator;
     static const lora_st_pair meta[] = {{"format", "pt"}}; /* what PEFT's safe_save_file writes */
@@ -96,8 +96,8 @@ static lora_status stage_and_commit(const lora_reader *r, const char *output, co
     char *cpath = lora_adir_join(a, output, "adapter_config.json");
     lora_afile *files[2] = {NULL, NULL};
     lora_status st = wpath && cpath ? LORA_OK : FAIL(LORA_E_OUT_OF_MEMORY, "out of memory");
-    if (st == LORA_OK) st = lora_adir_stage_safetensors(r, o, wpath, wopts, t, n, meta, 1, &files[0], err);
-    if (st == LORA_OK) st = lora_adir_stage_bytes(a, cpath, wopts, cfg, cfg_size, &files[1], err);
+    if (st == LORA_OK) st = lora_adir_stage_safetensors(r, o, wpath, wopts, io, t, n, meta, 1, &files[0], err);
+    if (st == LORA_OK) st = lora_adir_stage_bytes(a, cpath, wopts, io, cfg, cfg_size, &files[1], err);
     if (st == LORA_OK) st = lora_adir_commit(files, 2, err);
     else lora_adir_abort(files, 2);
     lora_mem_free(a, wpath);
@@ -107,6 +107,12 @@ static lora_status stage_and_commit(const lora_reader *r, const char *output, co
 
 lora_status lora_export_peft(const lora_reader *r, const char *output, const lora_convert_options *o,
                              const lora_write_options *wopts, lora_error *err)
+{
+    return lora_export_peft_io(r, output, o, wopts, NULL, err);
+}
+
+lora_status lora_export_peft_io(const lora_reader *r, const char *output, const lora_convert_options *o,
+                                const lora_write_options *wopts, const lora_io *io, lora_error *err)
 {
     lora_convert_options defaults = LORA_CONVERT_OPTIONS_INIT;
     if (!o) o = &defaults;
@@ -128,7 +134,7 @@ lora_status lora_export_peft(const lora_reader *r, const char *output, const lor
         lora_adir_sort_like_reference(t, n);
         st = lora_adir_prepare_output(output, "peft", err);
     }
-    if (st == LORA_OK) st = stage_and_commit(r, output, o, wopts, t, n, cfg, cfg_size, err);
+    if (st == LORA_OK) st = stage_and_commit(r, output, o, wopts, io, t, n, cfg, cfg_size, err);
     lora_mem_free(a, cfg);
     lora_adir_tensors_free(a, t, n);
     return st;

@@ -197,6 +197,47 @@ static void bracket(rx_out *o, const char *py, size_t *i)
     *i = k + 1;
 }
 
+/* What translate() knows of the pattern so far: enough for the checks
+ * Python makes (a quantifier needs something to repeat, and only one
+ * quantifier per item), and for one it does not need: regcomp writes the
+ * operand of a bound out once per repetition, and when that operand can
+ * match nothing its closure tables explode (((a*)*){256} ran for more than
+ * 20 s, ((a?)?){256} took 1.5 GB, (a?b?)?{200} 750 MB), so a bound of
+ * more than one repetition over such an operand is refused. */
+typedef struct {
+    size_t depth;
+    uint8_t seq[LORA_PEFT_REGEX_MAX_LEN + 1]; /* per open group: its current branch can match nothing */
+    uint8_t alt[LORA_PEFT_REGEX_MAX_LEN + 1]; /* per open group: one of its earlier branches can */
+    int has_item;                             /* the last token can take a quantifier */
+    int item_null;                            /* and it can match nothing */
+    uint8_t seq_before;                       /* seq[depth] before that item */
+} rx_shape;
+
+static void shape_item(rx_shape *g, int nullable)
+{
+    g->seq_before = g->seq[g->depth];
+    g->item_null = nullable;
+    g->seq[g->depth] = (uint8_t)(g->seq_before && nullable);
+    g->has_item = 1;
+}
+
+/* A quantifier that allows zero repetitions or not, and writes its operand
+ * out `copies` times. */
+static void shape_quantifier(rx_out *o, rx_shape *g, int zero, unsigned copies)
+{
+    if (!g->has_item) {
+        refuse(o, "a quantifier with nothing to repeat, or after another quantifier");
+        return;
+    }
+    if (copies > 1 && g->item_null) {
+        refuse(o, "a bounded repetition of something that can match nothing (regcomp cannot compile it in "
+                  "bounded memory)");
+        return;
+    }
+    g->seq[g->depth] = (uint8_t)(g->seq_before && (zero || g->item_null));
+    g->has_item = 0;
+}
+
 /* After a quantifier: Python's lazy form accepts the same strings here;
  * the possessive form (3.11) does not. */
 static void quantifier_suffix(rx_out *o, const char *py, size_t *i)
@@ -205,9 +246,16 @@ static void quantifier_suffix(rx_out *o, const char *py, size_t *i)
     else if (py[*i] == '+') refuse(o, "possessive quantifier");
 }
 
+static unsigned digits_value(const char *p, size_t n)
+{
+    unsigned v = 0;
+    for (size_t k = 0; k < n; k++) v = v * 10 + (unsigned)(p[k] - '0');
+    return v;
+}
+
 /* py[*i] is '{': a bound {m}, {m,}, {,n}, {m,n}, else a literal brace (as
  * Python reads it). */
-static void brace(rx_out *o, const char *py, size_t *i)
+static void brace(rx_out *o, rx_shape *g, const char *py, size_t *i)
 {
     size_t k = *i + 1, m0 = k;
     while (isdigit((unsigned char)py[k])) k++;
@@ -221,6 +269,7 @@ static void brace(rx_out *o, const char *py, size_t *i)
     if (py[k] != '}' || (m1 == m0 && (!comma || n1 == n0))) {
         put(o, "\\{");
         (*i)++;
+        shape_item(g, 0);
         return;
     }
     char buf[64];
@@ -228,6 +277,10 @@ static void brace(rx_out *o, const char *py, size_t *i)
         refuse(o, "repetition bound too large"); /* POSIX caps bounds at RE_DUP_MAX (255+) */
         return;
     }
+    unsigned m = digits_value(py + m0, m1 - m0), n = digits_value(py + n0, n1 - n0);
+    /* {m}: m copies; {m,n} and {,n}: n; {m,}: m and a starred one */
+    unsigned copies = !comma ? m : n1 > n0 ? n : m ? m + 1 : 1;
+    shape_quantifier(o, g, m == 0, copies);
     snprintf(buf, sizeof buf, "{%.*s%s%s%.*s}", (int)(m1 - m0), py + m0, m1 == m0 ? "0" : "", comma ? "," : "",
              (int)(n1 - n0), py + n0);
     put(o, buf);
@@ -253,48 +306,171 @@ static void escape(rx_out *o, const char *py, size_t *i)
     }
 }
 
+static void open_group(rx_out *o, rx_shape *g, const char *py, size_t *i)
+{
+    if (py[*i + 1] == '?') {
+        if (py[*i + 2] != ':') {
+            refuse(o, "(?...) group other than (?:...)");
+            return;
+        }
+        *i += 3;
+    } else {
+        (*i)++;
+    }
+    g->depth++; /* the pattern is at most LORA_PEFT_REGEX_MAX_LEN bytes: never past the arrays */
+    g->seq[g->depth] = 1;
+    g->alt[g->depth] = 0;
+    g->has_item = 0;
+    put(o, "(");
+}
+
+static void close_group(rx_out *o, rx_shape *g, size_t *i)
+{
+    /* Python refuses it; here it would close the group this pattern is
+     * wrapped in, and a bound after it would repeat the whole prefix. */
+    if (g->depth == 0) {
+        refuse(o, "unbalanced parenthesis");
+        return;
+    }
+    int nullable = g->seq[g->depth] || g->alt[g->depth];
+    g->depth--;
+    shape_item(g, nullable);
+    putc1(o, ')');
+    (*i)++;
+}
+
 static void translate(rx_out *o, const char *py)
 {
+    rx_shape g;
+    memset(&g, 0, sizeof g);
+    g.seq[0] = 1;
     size_t i = 0;
     while (!o->why && py[i]) {
         char c = py[i];
         if (c == '\\') {
             escape(o, py, &i);
+            shape_item(&g, 0);
         } else if (c == '[') {
             bracket(o, py, &i);
+            shape_item(&g, 0);
         } else if (c == '(') {
-            if (py[i + 1] == '?') {
-                if (py[i + 2] != ':') {
-                    refuse(o, "(?...) group other than (?:...)");
-                    return;
-                }
-                i += 3;
-            } else {
-                i++;
-            }
-            put(o, "(");
+            open_group(o, &g, py, &i);
+        } else if (c == ')') {
+            close_group(o, &g, &i);
+        } else if (c == '|') {
+            g.alt[g.depth] |= g.seq[g.depth];
+            g.seq[g.depth] = 1;
+            g.has_item = 0;
+            putc1(o, c);
+            i++;
         } else if (c == '*' || c == '+' || c == '?') {
+            shape_quantifier(o, &g, c != '+', 1); /* a+ is a a*: two copies, cheap even when a matches nothing */
             putc1(o, c);
             i++;
             quantifier_suffix(o, py, &i);
         } else if (c == '{') {
-            brace(o, py, &i);
+            brace(o, &g, py, &i);
         } else if (c == '}') {
             put(o, "\\}");
             i++;
+            shape_item(&g, 0);
         } else {
             putc1(o, c);
             i++;
+            if (c == '^' || c == '$') g.has_item = 0; /* anchors match nothing and take no quantifier */
+            else shape_item(&g, 0);
         }
     }
+    if (g.depth) refuse(o, "missing )");
+}
+
+/* ---- what regcomp will build ---- */
+
+/* py[*i] is '[': the index just past the bracket expression (Python's
+ * rules: a ']' first is a member, a backslash escapes). */
+static size_t skip_bracket(const char *py, size_t i)
+{
+    i++;
+    if (py[i] == '^') i++;
+    if (py[i] == ']') i++;
+    while (py[i] && py[i] != ']') i += py[i] == '\\' && py[i + 1] ? 2 : 1;
+    return py[i] ? i + 1 : i;
+}
+
+/* py[*i] is '{': the copies a valid bound makes of its operand, with *i
+ * past it; 0 (and *i unchanged) when the brace is a literal. */
+static uint64_t bound_copies(const char *py, size_t *i)
+{
+    size_t k = *i + 1;
+    uint64_t m = 0, n = 0;
+    int has_m = 0, has_n = 0, comma = 0;
+    for (; isdigit((unsigned char)py[k]) && m < 100000; k++, has_m = 1) m = m * 10 + (uint64_t)(py[k] - '0');
+    if (py[k] == ',') {
+        comma = 1;
+        for (k++; isdigit((unsigned char)py[k]) && n < 100000; k++, has_n = 1) n = n * 10 + (uint64_t)(py[k] - '0');
+    }
+    if (py[k] != '}' || (!has_m && !has_n)) return 0;
+    *i = k + 1;
+    /* {m}: m copies; {m,n} and {,n}: n; {m,}: m and a starred one */
+    uint64_t c = !comma ? m : has_n ? n : m + 1;
+    return c ? c : 1;
+}
+
+uint64_t lora_peft_regex_size(const char *py, uint64_t cap)
+{
+    uint64_t sum[LORA_PEFT_REGEX_MAX_LEN + 2] = {0}; /* per open group */
+    size_t depth = 0, i = 0;
+    uint64_t last = 0; /* size of the atom or group a quantifier applies to */
+    while (py[i]) {
+        char c = py[i];
+        uint64_t copies = 1;
+        if (c == '(' && depth < LORA_PEFT_REGEX_MAX_LEN) {
+            sum[++depth] = 0;
+            i += py[i + 1] == '?' && py[i + 2] == ':' ? 3 : 1;
+            last = 0;
+            continue;
+        }
+        if (c == ')' && depth > 0) {
+            last = sum[depth--];
+            sum[depth] += last;
+            i++;
+        } else if (c == '|') {
+            last = 0;
+            i++;
+        } else if (c == '*' || c == '?') {
+            i++;
+        } else if (c == '+') {
+            copies = 2; /* a+ is built as a a* */
+            i++;
+        } else if (c == '{' && (copies = bound_copies(py, &i)) != 0) {
+            /* a bound: i is past it */
+        } else {
+            copies = 1;
+            i = c == '[' ? skip_bracket(py, i) : c == '\\' && py[i + 1] ? i + 2 : i + 1;
+            last = 1;
+            sum[depth] += 1;
+        }
+        if (copies > 1) {
+            sum[depth] += last * (copies - 1);
+            last *= copies;
+        }
+        if (sum[depth] > cap || last > cap) return UINT64_MAX;
+    }
+    uint64_t total = 0;
+    for (size_t d = 0; d <= depth; d++) total += sum[d];
+    return total > cap ? UINT64_MAX : total;
 }
 
 lora_status lora_peft_regex_compile(regex_t *re, const char *py, int suffix_match, const char *what, lora_error *err)
 {
     size_t len = strlen(py);
-    if (len > 1024)
+    if (len > LORA_PEFT_REGEX_MAX_LEN)
         return lora_error_set(err, LORA_E_UNSUPPORTED_ADAPTER, LORA_NO_OFFSET, "%s: pattern too long", what);
-    char buf[1024 * 16 + 64]; /* the longest expansion is 13 bytes per input byte */
+    if (lora_peft_regex_size(py, LORA_PEFT_REGEX_MAX_SIZE) == UINT64_MAX)
+        return lora_error_set(err, LORA_E_UNSUPPORTED_ADAPTER, LORA_NO_OFFSET,
+                              "%s: Python regex '%s' cannot be used: its repetitions expand past %u atoms", what, py,
+                              LORA_PEFT_REGEX_MAX_SIZE);
+    char buf[LORA_PEFT_REGEX_MAX_LEN * 16 + 64]; /* the longest expansion is 13 bytes per input byte */
     rx_out o = {buf, 0, sizeof buf, NULL};
     buf[0] = '\0';
     put(&o, suffix_match ? "^(.*\\.)?(" : "^(");

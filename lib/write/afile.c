@@ -25,6 +25,7 @@ struct lora_afile {
     char *tmp_name;       /* inside tmp_path */
     int dirfd, fd;
     int temp_exists;      /* ours to unlink on failure */
+    int sealed;           /* lora_afile_seal: 1 done (fd closed, bytes on disk), -1 failed */
     unsigned final_mode;  /* 0: keep the mode given at creation */
 };
 
@@ -177,13 +178,30 @@ lora_status lora_afile_start_writeback(lora_afile *f, lora_error *err)
     return LORA_OK;
 }
 
+/* The table's positional calls, or libc's when a table has none. */
+static ssize_t io_pwrite(const lora_afile *f, const void *p, size_t n, uint64_t offset)
+{
+    if (f->io->pwrite) return f->io->pwrite(f->io->ctx, f->fd, p, n, offset);
+    return pwrite(f->fd, p, n, (off_t)offset);
+}
+
+static ssize_t io_copy_file_range(const lora_afile *f, int in_fd, uint64_t *in_offset, uint64_t *offset, size_t n)
+{
+    if (f->io->copy_file_range) return f->io->copy_file_range(f->io->ctx, in_fd, in_offset, f->fd, offset, n);
+    loff_t in = (loff_t)*in_offset, out = (loff_t)*offset;
+    ssize_t r = copy_file_range(in_fd, &in, f->fd, &out, n, 0);
+    *in_offset = (uint64_t)in;
+    *offset = (uint64_t)out;
+    return r;
+}
+
 lora_status lora_afile_pwrite(lora_afile *f, const void *data, size_t n, uint64_t offset, lora_error *err)
 {
     const uint8_t *p = data;
     while (n > 0) {
         size_t chunk = n > ((size_t)1 << 30) ? (size_t)1 << 30 : n; /* Linux writes < 2 GiB per call */
         errno = 0;
-        ssize_t r = pwrite(f->fd, p, chunk, (off_t)offset);
+        ssize_t r = io_pwrite(f, p, chunk, offset);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0 || (size_t)r > chunk)
             return lora_errno_error(err, r < 0 && errno ? errno : EIO, "cannot write", f->tmp_path);
@@ -225,9 +243,10 @@ lora_status lora_afile_copy_range(lora_afile *f, int in_fd, uint64_t in_offset, 
 {
     while (n > 0) {
         size_t chunk = n > ((uint64_t)1 << 30) ? (size_t)1 << 30 : (size_t)n;
-        loff_t in = (loff_t)in_offset, out = (loff_t)offset;
+        /* The offsets are advanced by what was copied, below, not by the call. */
+        uint64_t in = in_offset, out = offset;
         errno = 0;
-        ssize_t r = copy_file_range(in_fd, &in, f->fd, &out, chunk, 0);
+        ssize_t r = io_copy_file_range(f, in_fd, &in, &out, chunk);
         if (r < 0 && errno == EINTR) continue;
         /* Not between these two files (another file system, an old kernel):
          * the same bytes through user memory. */
@@ -274,13 +293,49 @@ static lora_status publish(lora_afile *f, lora_error *err)
     return LORA_OK;
 }
 
+lora_status lora_afile_seal(lora_afile *f, lora_error *err)
+{
+    if (!f || f->sealed || f->fd < 0)
+        return lora_error_set(err, LORA_E_INVALID_ARGUMENT, LORA_NO_OFFSET, "no open output file to seal");
+    lora_status st = lora_afile_flush(f, err);
+    if (st == LORA_OK) st = seal(f, err);
+    f->sealed = st == LORA_OK ? 1 : -1;
+    return st;
+}
+
 lora_status lora_afile_commit(lora_afile *f, lora_error *err)
 {
     if (!f) return lora_error_set(err, LORA_E_INVALID_ARGUMENT, LORA_NO_OFFSET, "no output file");
-    lora_status st = lora_afile_flush(f, err);
-    if (st == LORA_OK) st = seal(f, err);
+    /* A failed fsync is final (fsyncgate): never retried, never renamed. */
+    if (f->sealed < 0) {
+        release(f);
+        return lora_error_set(err, LORA_E_INVALID_ARGUMENT, LORA_NO_OFFSET, "commit after a failed seal");
+    }
+    lora_status st = f->sealed ? LORA_OK : lora_afile_flush(f, err);
+    if (st == LORA_OK && !f->sealed) st = seal(f, err);
     if (st == LORA_OK) st = publish(f, err);
     release(f);
+    return st;
+}
+
+lora_status lora_afile_commit_all(lora_afile **files, size_t n, lora_error *err)
+{
+    lora_status st = LORA_OK;
+    for (size_t i = 0; i < n && st == LORA_OK; i++) st = lora_afile_seal(files[i], err);
+    int renaming = st == LORA_OK;
+    lora_error later; /* err keeps the first failure */
+    for (size_t i = 0; i < n; i++) {
+        lora_afile *f = files[i];
+        files[i] = NULL;
+        if (!renaming) {
+            lora_afile_abort(f);
+            continue;
+        }
+        lora_status s = publish(f, st == LORA_OK ? err : &later);
+        renaming = !f->temp_exists; /* renamed: past the point of no return */
+        release(f);
+        if (st == LORA_OK) st = s;
+    }
     return st;
 }
 

@@ -7,7 +7,8 @@
  *   lora_afile_open    1. check the target   2. temp file beside it, O_EXCL
  *   lora_afile_write   3. stream the bytes (write-combined, short writes and EINTR handled)
  *   (caller)           4. optionally verify the temp file by lora_afile_temp_path()
- *   lora_afile_commit  5. mode  6. fsync, close  7. rename over the target  8. fsync the directory
+ *   lora_afile_seal    5. mode  6. fsync, close (optional: commit does it when not done)
+ *   lora_afile_commit  7. rename over the target  8. fsync the directory
  *   lora_afile_abort   unlink the temp file: the target is as it was
  *
  * The target is never opened for writing or truncated. Before step 7 every
@@ -52,8 +53,8 @@ lora_status lora_afile_start_writeback(lora_afile *f, lora_error *err);
  * exist (lora-merge fills its blocks from several threads): `n` bytes at
  * `offset` of the temp file, short writes and EINTR handled. Calls on
  * disjoint ranges may run concurrently; they do not use the staging of
- * lora_afile_write, so do not mix the two on one range. These two calls go
- * to libc directly, not through the lora_io table. */
+ * lora_afile_write, so do not mix the two on one range. Both go through
+ * the lora_io table's pwrite / copy_file_range (libc when NULL). */
 lora_status lora_afile_pwrite(lora_afile *f, const void *data, size_t n, uint64_t offset, lora_error *err);
 /* `n` bytes of `in_fd` from `in_offset` to `offset` of the temp file:
  * copy_file_range where the kernel can (no copy through user memory),
@@ -63,9 +64,21 @@ lora_status lora_afile_copy_range(lora_afile *f, int in_fd, uint64_t in_offset, 
                                   lora_error *err);
 /* "<dir>/.<base>.XXXXXX.tmp": where the bytes are until commit. */
 const char *lora_afile_temp_path(const lora_afile *f);
-/* Steps 5-8. Frees `f` whatever happens; on failure before the rename the
- * temp file is removed. */
+/* Steps 5-6 alone: flush, mode, fsync, close. Afterwards only commit or
+ * abort; on failure the caller aborts. */
+lora_status lora_afile_seal(lora_afile *f, lora_error *err);
+/* Steps 5-8 (7-8 after lora_afile_seal). Frees `f` whatever happens; on
+ * failure before the rename the temp file is removed. */
 lora_status lora_afile_commit(lora_afile *f, lora_error *err);
+/* An output of several files (a PEFT directory, a sharded merge) committed
+ * as one, as far as renames allow: every file sealed before the first
+ * rename, so a full disk or a failing fsync leaves all of them as they
+ * were; then each renamed in order. A rename cannot be taken back: a
+ * failing rename aborts the files after it (those before stay new: a mix,
+ * reported by the status), and a failing directory fsync does not stop
+ * the renames (every file is new; the first error is returned). Every
+ * entry is consumed (set to NULL), also on failure. */
+lora_status lora_afile_commit_all(lora_afile **files, size_t n, lora_error *err);
 /* Remove the temp file and free `f`. NULL is a no-op. */
 void lora_afile_abort(lora_afile *f);
 

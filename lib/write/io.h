@@ -1,5 +1,6 @@
 /*
- * io.h - the system calls lora_writer_write_file makes, as a table.
+ * io.h - the system calls of the crash-safe output (lib/write/afile.h:
+ * lora_writer_write_file, every exporter, lora-merge), as a table.
  *
  * The crash-safe write is only as good as its handling of every failing
  * call, and real disks rarely fail on cue. Routing the calls through this
@@ -14,6 +15,7 @@
 #define LORA_WRITE_IO_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 typedef struct lora_writer lora_writer;
@@ -27,6 +29,12 @@ typedef struct lora_io {
     int (*renameat)(void *ctx, int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
     int (*unlinkat)(void *ctx, int dirfd, const char *path, int flags);
     void *ctx;
+    /* Positional output (lora_afile_pwrite, lora_afile_copy_range): may be
+     * called from several threads at once. After ctx so that a table
+     * written before they existed keeps its meaning; NULL means libc. */
+    ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t n, uint64_t offset);
+    ssize_t (*copy_file_range)(void *ctx, int in_fd, uint64_t *in_offset, int out_fd, uint64_t *out_offset,
+                               size_t n);
 } lora_io;
 
 /* The libc table (static, immutable). */

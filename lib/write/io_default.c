@@ -47,6 +47,24 @@ static int d_unlinkat(void *ctx, int dirfd, const char *path, int flags)
     return unlinkat(dirfd, path, flags);
 }
 
-static const lora_io default_io = {d_openat, d_write, d_fchmod, d_fsync, d_close, d_renameat, d_unlinkat, NULL};
+static ssize_t d_pwrite(void *ctx, int fd, const void *buf, size_t n, uint64_t offset)
+{
+    (void)ctx;
+    return pwrite(fd, buf, n, (off_t)offset);
+}
+
+static ssize_t d_copy_file_range(void *ctx, int in_fd, uint64_t *in_offset, int out_fd, uint64_t *out_offset,
+                                 size_t n)
+{
+    (void)ctx;
+    loff_t in = (loff_t)*in_offset, out = (loff_t)*out_offset;
+    ssize_t r = copy_file_range(in_fd, &in, out_fd, &out, n, 0);
+    *in_offset = (uint64_t)in;
+    *out_offset = (uint64_t)out;
+    return r;
+}
+
+static const lora_io default_io = {d_openat,   d_write,    d_fchmod, d_fsync,          d_close, d_renameat,
+                                   d_unlinkat, NULL,       d_pwrite, d_copy_file_range};
 
 const lora_io *lora_io_default(void) { return &default_io; }

@@ -750,7 +750,7 @@ static void test_disk_full(void **state)
     assert_true(passed);
     check_fixture_output(&fx, fx.out, 1.0, 1.0);
     /* fsync fails: nothing is renamed into place. */
-    lora_io io = {f_openat, f_write, f_fchmod, f_fsync, f_close, f_renameat, f_unlinkat, &f};
+    lora_io io = {f_openat, f_write, f_fchmod, f_fsync, f_close, f_renameat, f_unlinkat, &f, NULL, NULL};
     char out2[700];
     mrun r;
     mrun_init(&r, fx.base, ms_path(out2, sizeof out2, fx.dir, "second.safetensors"));

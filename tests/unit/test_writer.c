@@ -1400,7 +1400,7 @@ static void run_fault_mode(const char *dir, int fault)
     size_t n;
     uint8_t *want = to_buffer(w, &n);
     fault_ctx f;
-    lora_io io = {f_openat, f_write, f_fchmod, f_fsync, f_close, f_renameat, f_unlinkat, &f};
+    lora_io io = {f_openat, f_write, f_fchmod, f_fsync, f_close, f_renameat, f_unlinkat, &f, NULL, NULL};
     lora_writer_set_io_for_testing(w, &io);
     int succeeded = 0;
     for (int at = 1; at < 1000 && !succeeded; at++) {
@@ -1456,7 +1456,7 @@ static void test_fault_call_sequence(void **state)
     lora_writer *w = small_adapter(6);
     fault_ctx f;
     memset(&f, 0, sizeof f);
-    lora_io io = {f_openat, f_write, f_fchmod, f_fsync, f_close, f_renameat, f_unlinkat, &f};
+    lora_io io = {f_openat, f_write, f_fchmod, f_fsync, f_close, f_renameat, f_unlinkat, &f, NULL, NULL};
     lora_writer_set_io_for_testing(w, &io);
     assert_int_equal(lora_writer_write_file(w, p, NULL, NULL), LORA_OK);
     /* open dir, create temp, staged tables (flushed by the big blob), big blob (direct), staged rest,
