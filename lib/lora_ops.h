@@ -311,8 +311,12 @@ LORA_API void lora_prune_report_free(lora_prune_report *report);
  * whatever the base size. Untouched tensors are copied file to file by the
  * kernel (copy_file_range). Outputs are written crash-safely (temp file,
  * fsync, rename; lib/write), never over an input (LORA_E_SAME_FILE): on
- * any failure, a full disk included (LORA_E_NO_SPACE), no output file is
- * left. A sharded output commits every shard, then the index last.
+ * any failure before the renames, a full disk included (LORA_E_NO_SPACE),
+ * no output file is left and an existing output is untouched. A sharded
+ * output writes and fsyncs every shard and the index before the first
+ * rename, then renames the shards and the index last; only a rename that
+ * itself fails part-way can leave some files new and others old (renames
+ * cannot be undone), and the index is then still the old one.
  */
 
 /* One adapter: W += weight * s * B @ A. Zero-initialised, weight is 0 (no
